@@ -1,0 +1,16 @@
+"""vidllie: video low-light enhancement (DINO-guided Restormer, streaming PyAV I/O)."""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+__all__ = ["__version__", "Enhancer", "enhance_video"]
+
+
+def __getattr__(name: str):
+    # Lazy so that `import vidllie` (e.g. for the CLI's --help) does not import torch.
+    if name in ("Enhancer", "enhance_video"):
+        from vidllie.pipeline import enhancer
+
+        return getattr(enhancer, name)
+    raise AttributeError(f"module 'vidllie' has no attribute {name!r}")

@@ -1,0 +1,123 @@
+"""Build, save and load vidllie models.
+
+Checkpoints are single safetensors files: the network's tensors plus the :class:`ModelConfig` as
+JSON in the header metadata. DINO weights are never copied in; the config names the backbone by hub
+id or folder. Pickle is never loaded.
+"""
+
+from __future__ import annotations
+
+import json
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from safetensors import safe_open
+
+from vidllie.errors import WeightsError
+from vidllie.models.configuration import ModelConfig
+from vidllie.models.guided_restormer import GuidedRestormer
+
+FORMAT = "vidllie-model/1"
+DEFAULT_MODEL = "default"
+
+
+def _weights_dir() -> Path:
+    return Path(str(resources.files("vidllie") / "weights"))
+
+
+def variant_names() -> list[str]:
+    """Names of the model variants in ``configs/models/``."""
+    folder = resources.files("vidllie.configs") / "models"
+    return sorted(p.name[: -len(".yaml")] for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
+def variant_config(name_or_path: str | Path) -> ModelConfig:
+    """A :class:`ModelConfig` from a variant name (``tiny``) or a YAML file."""
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml") and path.is_file():
+        text = path.read_text()
+    else:
+        resource = resources.files("vidllie.configs") / "models" / f"{name_or_path}.yaml"
+        if not resource.is_file():
+            raise WeightsError(
+                f"unknown model variant {str(name_or_path)!r}; known: {', '.join(variant_names())}"
+            )
+        text = resource.read_text()
+    return ModelConfig.from_dict(yaml.safe_load(text))
+
+
+def build_model(config: ModelConfig | str | Path) -> GuidedRestormer:
+    """A freshly initialised network for a config, a variant name or a YAML path."""
+    if not isinstance(config, ModelConfig):
+        config = variant_config(config)
+    from vidllie.models import guidance  # noqa: F401  (registers guidance construction)
+
+    return guidance.build_guided_restormer(config)
+
+
+def save_model(model: GuidedRestormer, path: str | Path, metadata: dict[str, Any] | None = None) -> Path:
+    """Write ``model`` (tensors + config) to a safetensors file, atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    meta = {"format": FORMAT, "config": json.dumps(model.config.to_dict())}
+    for key, value in (metadata or {}).items():
+        meta[key] = value if isinstance(value, str) else json.dumps(value)
+    tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    tmp = path.with_name(f".{path.name}.tmp")
+    save_file(tensors, str(tmp), metadata=meta)
+    tmp.replace(path)
+    return path
+
+
+def resolve_checkpoint(name_or_path: str | Path | None) -> Path:
+    """The checkpoint file for ``default``/None (the bundled model) or a path."""
+    if name_or_path is None or str(name_or_path) == DEFAULT_MODEL:
+        path = _weights_dir() / "default.safetensors"
+        if not path.is_file():
+            raise WeightsError(f"the bundled default model is missing from the install ({path})")
+        return path
+    path = Path(name_or_path).expanduser()
+    if path.is_dir():
+        candidates = sorted(path.glob("*.safetensors"))
+        if len(candidates) != 1:
+            raise WeightsError(f"{path}: expected exactly one .safetensors file in the folder")
+        path = candidates[0]
+    if not path.is_file():
+        hint = f" (variants such as {str(name_or_path)!r} are built with `vidllie train`)" if str(
+            name_or_path
+        ) in variant_names() else ""
+        raise WeightsError(f"model checkpoint not found: {path}{hint}")
+    if path.suffix != ".safetensors":
+        raise WeightsError(f"{path}: models load from .safetensors files only (no pickle)")
+    return path
+
+
+def read_checkpoint_metadata(path: str | Path) -> dict[str, str]:
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return dict(f.metadata() or {})
+    except (SafetensorError, OSError, ValueError) as err:
+        raise WeightsError(f"{path}: not a readable safetensors file ({err})") from None
+
+
+def load_model(name_or_path: str | Path | None = DEFAULT_MODEL, *, map_location: str | torch.device = "cpu") -> GuidedRestormer:
+    """Load a checkpoint written by :func:`save_model` (``default`` = the bundled model)."""
+    path = resolve_checkpoint(name_or_path)
+    meta = read_checkpoint_metadata(path)
+    if meta.get("format") != FORMAT or "config" not in meta:
+        raise WeightsError(f"{path}: not a vidllie model checkpoint (no {FORMAT} metadata)")
+    config = ModelConfig.from_dict(json.loads(meta["config"]))
+    model = build_model(config)
+    state = load_file(str(path), device=str(map_location))
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise WeightsError(
+            f"{path}: checkpoint does not match its config "
+            f"(missing {len(missing)}, unexpected {len(unexpected)} tensors)"
+        )
+    return model.eval()

@@ -1,0 +1,200 @@
+"""Restormer (Zamir et al., CVPR 2022), written from the paper.
+
+Multi-Dconv head Transposed Attention (MDTA) and the Gated-Dconv Feed-forward Network (GDFN) in a
+4-level U-Net. With the paper's defaults (dim 48, blocks [4, 6, 6, 8], 4 refinement blocks,
+heads [1, 2, 4, 8], expansion 2.66, bias-free convs, WithBias LayerNorm) the network has 26.13 M
+parameters.
+
+The forward pass accepts an optional ``level_hook(name, features) -> features`` called on the
+output of every level; :mod:`vidllie.models.guided_restormer` uses it to inject DINO guidance
+without changing the parameter names of the plain network.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vidllie.models.configuration import RestormerConfig
+
+LevelHook = Callable[[str, torch.Tensor], torch.Tensor]
+
+# Names of the points where ``level_hook`` is called, in forward order.
+LEVEL_NAMES = ("enc1", "enc2", "enc3", "latent", "dec3", "dec2", "dec1")
+# Channel multiplier of each level relative to ``dim`` and its downsampling factor.
+LEVEL_CHANNELS = {"enc1": 1, "enc2": 2, "enc3": 4, "latent": 8, "dec3": 4, "dec2": 2, "dec1": 2}
+LEVEL_STRIDE = {"enc1": 1, "enc2": 2, "enc3": 4, "latent": 8, "dec3": 4, "dec2": 2, "dec1": 1}
+
+
+class ChannelLayerNorm(nn.Module):
+    """LayerNorm over the channels of every pixel of a (B, C, H, W) map.
+
+    ``with_bias=False`` is Restormer's "BiasFree" variant: the input is scaled by its standard
+    deviation but not centred, and there is no bias.
+    """
+
+    def __init__(self, channels: int, with_bias: bool = True, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(channels))
+        self.bias = nn.Parameter(torch.zeros(channels)) if with_bias else None
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.bias is not None:
+            # F.layer_norm over the last dim of the (B, H, W, C) view is one fused kernel (and a
+            # free view when x is channels_last), much faster on CPU than a strided var_mean.
+            y = F.layer_norm(x.permute(0, 2, 3, 1), (x.shape[1],), self.weight, self.bias, self.eps)
+            return y.permute(0, 3, 1, 2)
+        var = x.var(dim=1, keepdim=True, unbiased=False)
+        return x * torch.rsqrt(var + self.eps) * self.weight.view(1, -1, 1, 1)
+
+
+class MDTA(nn.Module):
+    """Multi-Dconv head Transposed Attention: attention across channels, not pixels.
+
+    The (C/heads x C/heads) attention map costs O(H*W) so it runs on full-resolution frames.
+    """
+
+    def __init__(self, dim: int, num_heads: int, bias: bool) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        self.temperature = nn.Parameter(torch.ones(num_heads, 1, 1))
+        self.qkv = nn.Conv2d(dim, dim * 3, kernel_size=1, bias=bias)
+        self.qkv_dwconv = nn.Conv2d(dim * 3, dim * 3, 3, padding=1, groups=dim * 3, bias=bias)
+        self.project_out = nn.Conv2d(dim, dim, kernel_size=1, bias=bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = x.shape
+        q, k, v = self.qkv_dwconv(self.qkv(x)).chunk(3, dim=1)
+        # (B, heads, C/heads, H*W)
+        q = q.reshape(b, self.num_heads, c // self.num_heads, h * w)
+        k = k.reshape(b, self.num_heads, c // self.num_heads, h * w)
+        v = v.reshape(b, self.num_heads, c // self.num_heads, h * w)
+        q = F.normalize(q, dim=-1)
+        k = F.normalize(k, dim=-1)
+        attn = (q @ k.transpose(-2, -1)) * self.temperature  # (B, heads, C/h, C/h)
+        out = attn.softmax(dim=-1) @ v
+        return self.project_out(out.reshape(b, c, h, w))
+
+
+class GDFN(nn.Module):
+    """Gated-Dconv Feed-forward Network: GELU(x1) * x2 after a depthwise 3x3 conv."""
+
+    def __init__(self, dim: int, expansion: float, bias: bool) -> None:
+        super().__init__()
+        hidden = int(dim * expansion)
+        self.project_in = nn.Conv2d(dim, hidden * 2, kernel_size=1, bias=bias)
+        self.dwconv = nn.Conv2d(hidden * 2, hidden * 2, 3, padding=1, groups=hidden * 2, bias=bias)
+        self.project_out = nn.Conv2d(hidden, dim, kernel_size=1, bias=bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x1, x2 = self.dwconv(self.project_in(x)).chunk(2, dim=1)
+        return self.project_out(F.gelu(x1) * x2)
+
+
+class TransformerBlock(nn.Module):
+    def __init__(self, dim: int, num_heads: int, config: RestormerConfig) -> None:
+        super().__init__()
+        with_bias = config.layer_norm == "WithBias"
+        self.norm1 = ChannelLayerNorm(dim, with_bias)
+        self.attn = MDTA(dim, num_heads, config.bias)
+        self.norm2 = ChannelLayerNorm(dim, with_bias)
+        self.ffn = GDFN(dim, config.ffn_expansion_factor, config.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.norm1(x))
+        return x + self.ffn(self.norm2(x))
+
+
+def _stage(dim: int, depth: int, num_heads: int, config: RestormerConfig) -> nn.Sequential:
+    return nn.Sequential(*[TransformerBlock(dim, num_heads, config) for _ in range(depth)])
+
+
+class Downsample(nn.Sequential):
+    """(B, C, H, W) -> (B, 2C, H/2, W/2): 3x3 conv to C/2, then PixelUnshuffle."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__(
+            nn.Conv2d(channels, channels // 2, 3, padding=1, bias=False), nn.PixelUnshuffle(2)
+        )
+
+
+class Upsample(nn.Sequential):
+    """(B, C, H, W) -> (B, C/2, 2H, 2W): 3x3 conv to 2C, then PixelShuffle."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__(
+            nn.Conv2d(channels, channels * 2, 3, padding=1, bias=False), nn.PixelShuffle(2)
+        )
+
+
+def pad_to_multiple(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tuple[int, int]]:
+    """Pad H and W at the bottom/right up to a multiple; reflect where the frame allows it."""
+    h, w = x.shape[-2:]
+    ph, pw = (-h) % multiple, (-w) % multiple
+    if ph == 0 and pw == 0:
+        return x, (h, w)
+    mode = "reflect" if ph < h and pw < w else "replicate"
+    return F.pad(x, (0, pw, 0, ph), mode=mode), (h, w)
+
+
+class Restormer(nn.Module):
+    """Restormer U-Net. Input and output are (B, C, H, W) images; any H, W."""
+
+    def __init__(self, config: RestormerConfig) -> None:
+        super().__init__()
+        self.config = config
+        s = config.pixel_unshuffle
+        self.size_multiple = 8 * s  # three 2x downsamplings after the optional unshuffle stem
+        d, nb, heads = config.dim, config.num_blocks, config.heads
+        self.patch_embed = nn.Conv2d(config.in_channels * s * s, d, 3, padding=1, bias=config.bias)
+        self.encoder_level1 = _stage(d, nb[0], heads[0], config)
+        self.down1_2 = Downsample(d)
+        self.encoder_level2 = _stage(d * 2, nb[1], heads[1], config)
+        self.down2_3 = Downsample(d * 2)
+        self.encoder_level3 = _stage(d * 4, nb[2], heads[2], config)
+        self.down3_4 = Downsample(d * 4)
+        self.latent = _stage(d * 8, nb[3], heads[3], config)
+        self.up4_3 = Upsample(d * 8)
+        self.reduce_chan_level3 = nn.Conv2d(d * 8, d * 4, 1, bias=config.bias)
+        self.decoder_level3 = _stage(d * 4, nb[2], heads[2], config)
+        self.up3_2 = Upsample(d * 4)
+        self.reduce_chan_level2 = nn.Conv2d(d * 4, d * 2, 1, bias=config.bias)
+        self.decoder_level2 = _stage(d * 2, nb[1], heads[1], config)
+        self.up2_1 = Upsample(d * 2)
+        # Level 1 keeps the concatenated 2*dim channels (no reduction), as in the paper.
+        self.decoder_level1 = _stage(d * 2, nb[0], heads[0], config)
+        self.refinement = _stage(d * 2, config.num_refinement_blocks, heads[0], config)
+        self.output = nn.Conv2d(d * 2, config.out_channels * s * s, 3, padding=1, bias=config.bias)
+
+    def forward(self, x: torch.Tensor, level_hook: LevelHook | None = None) -> torch.Tensor:
+        """(B, C_in, H, W) -> (B, C_out, H, W); the global residual adds the input."""
+        padded, (h, w) = pad_to_multiple(x, self.size_multiple)
+        out = self.forward_padded(padded, level_hook)
+        return out[..., :h, :w]
+
+    def forward_padded(self, x: torch.Tensor, level_hook: LevelHook | None = None) -> torch.Tensor:
+        """Forward on an input whose H and W are multiples of :attr:`size_multiple`."""
+        hook = level_hook or (lambda _name, feat: feat)
+        s = self.config.pixel_unshuffle
+        stem = F.pixel_unshuffle(x, s) if s > 1 else x  # (B, C*s*s, H/s, W/s)
+        # Shape comments below are at the network's working resolution H/s x W/s.
+        enc1 = hook("enc1", self.encoder_level1(self.patch_embed(stem)))  # (B, d, H, W)
+        enc2 = hook("enc2", self.encoder_level2(self.down1_2(enc1)))  # (B, 2d, H/2, W/2)
+        enc3 = hook("enc3", self.encoder_level3(self.down2_3(enc2)))  # (B, 4d, H/4, W/4)
+        latent = hook("latent", self.latent(self.down3_4(enc3)))  # (B, 8d, H/8, W/8)
+
+        dec3 = self.reduce_chan_level3(torch.cat([self.up4_3(latent), enc3], dim=1))
+        dec3 = hook("dec3", self.decoder_level3(dec3))  # (B, 4d, H/4, W/4)
+        dec2 = self.reduce_chan_level2(torch.cat([self.up3_2(dec3), enc2], dim=1))
+        dec2 = hook("dec2", self.decoder_level2(dec2))  # (B, 2d, H/2, W/2)
+        dec1 = hook("dec1", self.decoder_level1(torch.cat([self.up2_1(dec2), enc1], dim=1)))
+        out = self.output(self.refinement(dec1))  # (B, C_out*s*s, H, W)
+        if s > 1:
+            out = F.pixel_shuffle(out, s)  # (B, C_out, H*s, W*s)
+        if self.config.in_channels == self.config.out_channels:
+            out = out + x
+        return out
