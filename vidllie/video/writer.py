@@ -1,0 +1,371 @@
+"""Video writer (PyAV): BT.709 encode, exact timestamps, audio stream copy, atomic rename."""
+
+from __future__ import annotations
+
+import io
+import os
+import secrets
+import weakref
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+from av.video.reformatter import ColorPrimaries, ColorRange, Colorspace, ColorTrc, Interpolation
+
+from ..errors import OutputError
+from .info import PassthroughPacket, StreamInfo, VideoInfo, warn
+from .reader import _one_line, is_url
+
+_INTERP = Interpolation.BILINEAR | Interpolation.ACCURATE_RND
+_X26X = {"libx264", "libx265"}
+_FFMPEG_ERRORS = (av.error.FFmpegError, av.ArgumentError)
+_LAYOUTS = {1: "mono", 2: "stereo", 3: "2.1", 4: "quad", 6: "5.1", 8: "7.1"}
+
+
+def _remove(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    if a.resolve() == b.resolve():
+        return True
+    try:
+        return a.exists() and b.exists() and os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def _subsampled(pix_fmt: str) -> tuple[bool, bool]:
+    """(horizontal, vertical) chroma subsampling of a pixel format."""
+    fmt = av.VideoFormat(pix_fmt, 16, 16)
+    if len(fmt.components) < 3 or fmt.is_rgb:
+        return False, False
+    c = fmt.components[1]
+    return c.width < 16, c.height < 16
+
+
+class VideoWriter:
+    """Encode RGB frames and mux passthrough packets into ``path`` (atomically).
+
+    The file is written to a hidden temp name in the same folder and renamed in ``close()``;
+    ``abort()`` (and any exception or KeyboardInterrupt inside ``with``) deletes it.
+    Timestamps: the video stream uses the input time base and each frame's pts is kept
+    (VFR stays VFR); ``time_offset`` seconds are subtracted from every stream (trimmed output).
+    Colour: explicit RGB -> BT.709 limited-range conversion, and BT.709 tags.
+    Audio: stream copy; if the container refuses the codec, re-encode to AAC with a warning.
+    Create the writer while the reader is open (its streams are the audio templates).
+    """
+
+    def __init__(self, path: str | os.PathLike, info: VideoInfo, *, codec: str = "libx264",
+                 crf: int | None = 18, preset: str | None = "medium", pix_fmt: str | None = None,
+                 audio: bool = True, time_offset: float = 0.0, overwrite: bool = False,
+                 options: dict[str, str] | None = None) -> None:
+        self.path = Path(os.fspath(path))
+        self.info = info
+        self._container = None
+        self._closed = False
+        self._frames = 0
+        self._last_pts: int | None = None
+        self._check_target(overwrite)
+        self._tmp = str(self.path.parent / f".{self.path.stem}.{secrets.token_hex(4)}.part"
+                        f"{self.path.suffix}")
+        # If the writer is dropped without close()/abort() (crash), never leave the temp file.
+        self._finalizer = weakref.finalize(self, _remove, self._tmp)
+        try:
+            self._container = av.open(self._tmp, mode="w")
+        except ValueError as exc:  # no muxer for this suffix
+            self._finalizer()
+            raise OutputError(f"cannot write {self.path}: unknown container format for suffix "
+                              f"'{self.path.suffix}' ({exc}); use .mp4, .mkv or .mov") from None
+        except (*_FFMPEG_ERRORS, OSError) as exc:
+            self._finalizer()
+            raise OutputError(f"cannot create {self.path}: {_one_line(exc)}") from None
+        try:
+            self._setup_video(codec, crf, preset, pix_fmt, options or {})
+            self._setup_passthrough(audio)
+            try:  # open encoders + write the header now: bad settings fail before any decoding
+                self._container.start_encoding()
+            except (*_FFMPEG_ERRORS, OSError) as exc:
+                raise OutputError(f"cannot start writing {self.path} with {codec}/"
+                                  f"{self.pix_fmt}: {_one_line(exc)}") from None
+        except BaseException:
+            self.abort()
+            raise
+        self._offset = time_offset
+
+    # ------------------------------------------------------------------ checks / set-up
+    def _check_target(self, overwrite: bool) -> None:
+        p = self.path
+        src = self.info.source
+        if not is_url(src) and _same_file(p, Path(src)):
+            raise OutputError(f"output path is the input file ({p}); choose another name")
+        if p.is_dir():
+            raise OutputError(f"output path is a directory: {p}")
+        parent = p.parent
+        if not parent.is_dir():
+            raise OutputError(f"output folder does not exist: {parent}")
+        if not os.access(parent, os.W_OK | os.X_OK):
+            raise OutputError(f"output folder is not writable: {parent}")
+        if p.exists() and not overwrite:
+            raise OutputError(f"output exists: {p} (pass overwrite=True / --overwrite)")
+
+    def _setup_video(self, codec, crf, preset, pix_fmt, options) -> None:
+        info, out = self.info, self._container
+        try:
+            av.Codec(codec, "w")
+        except (*_FFMPEG_ERRORS, ValueError):
+            raise OutputError(f"unknown video encoder '{codec}' (try libx264 or libx265)") from None
+        odd = info.width % 2 or info.height % 2
+        if pix_fmt is None:
+            pix_fmt = "yuv420p"
+            h, v = _subsampled(pix_fmt)
+            if (h and info.width % 2) or (v and info.height % 2):
+                # 4:2:0 cannot hold an odd size; keep every pixel rather than crop or pad.
+                pix_fmt = "yuv444p"
+                warn(f"odd frame size {info.width}x{info.height}: writing {pix_fmt} "
+                     "(4:2:0 needs even sizes); some players may not play 4:4:4")
+        elif odd:
+            h, v = _subsampled(pix_fmt)
+            if (h and info.width % 2) or (v and info.height % 2):
+                raise OutputError(f"{pix_fmt} needs an even frame size, the input is "
+                                  f"{info.width}x{info.height}; use yuv444p or leave pix_fmt unset")
+        self.pix_fmt = pix_fmt
+        try:
+            vs = out.add_stream(codec, rate=info.fps or Fraction(25))
+        except (*_FFMPEG_ERRORS, ValueError) as exc:
+            raise OutputError(f"cannot use encoder '{codec}' in {self.path.suffix}: "
+                              f"{_one_line(exc)}") from None
+        vs.width, vs.height = info.width, info.height
+        try:
+            vs.pix_fmt = pix_fmt
+        except (*_FFMPEG_ERRORS, ValueError) as exc:
+            raise OutputError(f"pixel format '{pix_fmt}': {_one_line(exc)}") from None
+        # Exact per-frame times: the output counts in the input's time base.
+        vs.time_base = vs.codec_context.time_base = info.time_base
+        opts = {}
+        if codec in _X26X:
+            if crf is not None:
+                opts["crf"] = str(crf)
+            if preset is not None:
+                opts["preset"] = preset
+            if codec == "libx265":
+                opts["x265-params"] = "log-level=error"
+        opts.update({str(k): str(v) for k, v in options.items()})
+        vs.options = opts
+        cc = vs.codec_context
+        cc.colorspace = Colorspace.ITU709
+        cc.color_primaries = ColorPrimaries.BT709
+        cc.color_trc = ColorTrc.BT709
+        cc.color_range = ColorRange.MPEG
+        if info.rotation:
+            vs.set_display_rotation(info.rotation)
+        self._vs = vs
+        self._ten_bit = av.VideoFormat(pix_fmt).components[0].bits > 8
+
+    def _setup_passthrough(self, audio: bool) -> None:
+        """Output streams for the input's audio/subtitles: copy when the container takes the
+        codec, else AAC re-encode (audio, with a warning) or drop (subtitles, with a warning)."""
+        self._map: dict[int, av.stream.Stream] = {}
+        self._reencode: dict[int, _AacReencoder] = {}
+        if not audio:
+            return
+        fmt = self._container.format.name
+        for s in self.info.passthrough:
+            if s.reader is not None and s.reader.closed:
+                raise OutputError("create the VideoWriter while its VideoReader is open "
+                                  "(audio streams are copied from it)")
+            refusal = _copy_refusal(fmt, s)
+            if refusal is None:
+                self._map[s.index] = self._container.add_stream_from_template(s.template)
+            elif s.kind == "audio":
+                warn(f"{self.path.suffix} cannot hold {s.codec} audio ({refusal}): re-encoding "
+                     f"stream #{s.index} to AAC; write .mkv to keep the original audio unchanged")
+                self._reencode[s.index] = _AacReencoder(self._container, s)
+                self._map[s.index] = self._reencode[s.index].stream
+            else:
+                warn(f"{self.path.suffix} cannot hold {s.codec} subtitles ({refusal}): "
+                     f"stream #{s.index} is left out; write .mkv to keep it")
+
+    # ------------------------------------------------------------------ writing
+    def write(self, image: np.ndarray, pts: int | None = None,
+              time_base: Fraction | None = None) -> None:
+        """Encode one RGB image (H, W, 3) uint8 or uint16, full range, at ``pts``.
+
+        ``pts`` counts in ``time_base`` (default: the input's); None = next frame at info.fps.
+        """
+        if self._closed:
+            raise OutputError("write() after close()/abort()")
+        if image.ndim != 3 or image.shape[2] != 3 or image.shape[:2] != (self.info.height,
+                                                                        self.info.width):
+            raise ValueError(f"expected ({self.info.height}, {self.info.width}, 3) image, "
+                             f"got {image.shape}")
+        tb = self._vs.codec_context.time_base
+        if pts is None:
+            step = (1 / (self.info.fps or 25)) / tb
+            pts = (self._last_pts + round(step)) if self._last_pts is not None else 0
+            out_pts = pts
+        else:
+            src_tb = Fraction(time_base) if time_base else self.info.time_base
+            out_pts = round(pts * src_tb / tb) if src_tb != tb else int(pts)
+            out_pts -= round(Fraction(self._offset).limit_denominator(10**9) / tb)
+        if self._last_pts is not None and out_pts <= self._last_pts:
+            out_pts = self._last_pts + 1  # encoders need strictly increasing pts
+        if image.dtype == np.uint8:
+            src = "rgb24"
+        elif image.dtype == np.uint16:
+            src = "rgb48le"
+        else:
+            raise ValueError(f"image dtype must be uint8 or uint16, got {image.dtype}")
+        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format=src)
+        frame = frame.reformat(format=self.pix_fmt, src_color_range=ColorRange.JPEG,
+                               dst_colorspace=Colorspace.ITU709, dst_color_range=ColorRange.MPEG,
+                               interpolation=_INTERP)
+        frame.pts, frame.time_base = out_pts, tb
+        try:
+            for p in self._vs.encode(frame):
+                self._container.mux(p)
+        except (*_FFMPEG_ERRORS, OSError) as exc:
+            raise OutputError(f"cannot write {self.path}: {_one_line(exc)}") from None
+        self._last_pts = out_pts
+        self._frames += 1
+
+    def mux(self, item: PassthroughPacket) -> None:
+        """Mux a passthrough packet unchanged (timestamps shifted by time_offset)."""
+        if self._closed:
+            raise OutputError("mux() after close()/abort()")
+        ost = self._map.get(item.stream_index)
+        if ost is None:
+            return  # audio=False, or a refused subtitle stream (warned at set-up)
+        pkt = item.packet
+        if self._offset:
+            shift = round(Fraction(self._offset).limit_denominator(10**9) / pkt.time_base)
+            if pkt.pts is not None:
+                pkt.pts -= shift
+            if pkt.dts is not None:
+                pkt.dts -= shift
+        try:
+            if item.stream_index in self._reencode:
+                for p in self._reencode[item.stream_index].packets(pkt):
+                    self._container.mux(p)
+            else:
+                pkt.stream = ost
+                self._container.mux(pkt)
+        except (*_FFMPEG_ERRORS, OSError) as exc:
+            raise OutputError(f"cannot write audio to {self.path}: {_one_line(exc)}") from None
+
+    @property
+    def frames_written(self) -> int:
+        return self._frames
+
+    def close(self) -> Path:
+        """Flush, finalise and rename the temp file to the final name; returns the path."""
+        if self._closed:
+            return self.path
+        try:
+            if self._frames == 0:
+                raise OutputError(f"no video frames were written to {self.path}")
+            try:
+                for p in self._vs.encode(None):
+                    self._container.mux(p)
+                for r in self._reencode.values():
+                    for p in r.packets(None):
+                        self._container.mux(p)
+                self._container.close()
+            except (*_FFMPEG_ERRORS, OSError) as exc:
+                raise OutputError(f"cannot finish {self.path}: {_one_line(exc)}") from None
+            self._closed = True
+            try:
+                os.replace(self._tmp, self.path)
+            except OSError as exc:
+                raise OutputError(f"cannot rename the finished file to {self.path}: "
+                                  f"{exc.strerror}") from None
+            self._finalizer.detach()
+            return self.path
+        except BaseException:
+            self.abort()
+            raise
+
+    def abort(self) -> None:
+        """Stop and delete the temp file; nothing appears under the final name."""
+        self._closed = True
+        if self._container is not None:
+            try:
+                self._container.close()
+            except Exception:  # noqa: BLE001 - half-written output, we delete it anyway
+                pass
+            self._container = None
+        self._finalizer()
+
+    def __enter__(self) -> "VideoWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+
+def _copy_refusal(fmt: str, s: StreamInfo) -> str | None:
+    """Why ``fmt`` cannot take ``s`` by stream copy, or None if it can.
+
+    Dry run into memory: header + trailer (catches e.g. Opus in .mov), and for PCM one packet
+    too, since MP4 refuses stereo PCM only when the trailer is written after data.
+    """
+    try:
+        dry = av.open(io.BytesIO(), mode="w", format=fmt.split(",")[0])
+    except (*_FFMPEG_ERRORS, ValueError) as exc:
+        return _one_line(exc)
+    try:
+        ost = dry.add_stream_from_template(s.template)
+        dry.start_encoding()
+        if s.codec.startswith("pcm_"):
+            pkt = av.Packet(bytes(4096))
+            pkt.pts = pkt.dts = 0
+            pkt.time_base = ost.time_base
+            pkt.stream = ost
+            dry.mux(pkt)
+        dry.close()
+        return None
+    except (*_FFMPEG_ERRORS, ValueError) as exc:
+        try:
+            dry.close()
+        except Exception:  # noqa: BLE001
+            pass
+        return _one_line(exc)
+
+
+class _AacReencoder:
+    """Decode a passthrough audio stream and re-encode it to AAC (fallback for refused codecs)."""
+
+    def __init__(self, out: av.container.OutputContainer, s: StreamInfo) -> None:
+        self._dec = s.template.codec_context  # the reader never decodes audio; safe to use here
+        if self._dec is None:
+            raise OutputError(f"cannot re-encode {s.codec} audio: no decoder in this FFmpeg build")
+        rate = s.sample_rate or 48000
+        channels = self._dec.channels or 2
+        layout = self._dec.layout
+        if channels in _LAYOUTS:  # unordered "2 channels" (PCM) is refused by the AAC encoder
+            layout = av.AudioLayout(_LAYOUTS[channels])
+        self.stream = out.add_stream("aac", rate=rate)
+        self.stream.layout = layout
+        self.stream.time_base = Fraction(1, rate)
+        self._resampler = av.AudioResampler(format="fltp", layout=layout, rate=rate,
+                                            frame_size=1024)
+        self._tb = Fraction(1, rate)
+
+    def packets(self, pkt):
+        frames = self._dec.decode(pkt) if pkt is not None else self._dec.decode(None)
+        out = []
+        for f in frames:
+            for g in self._resampler.resample(f):
+                out.extend(self.stream.encode(g))
+        if pkt is None:
+            for g in self._resampler.resample(None):
+                out.extend(self.stream.encode(g))
+            out.extend(self.stream.encode(None))
+        return out
