@@ -95,6 +95,8 @@ def make_clip(
     tag_colour: bool = True,
     color_range: str = "tv",
     crf: int = 18,
+    keyint: int | None = None,
+    color_trc: int | None = None,
     frame_fn: FrameFn | None = None,
 ) -> Path:
     """Write a small test clip and return its path.
@@ -105,6 +107,8 @@ def make_clip(
     - ``audio_streams``: that many sine streams (440 Hz, 660 Hz, ...), ``audio_channels`` each,
       covering the video duration; ``audio_codec`` e.g. "aac", "mp3", "pcm_s16le", "libopus".
     - odd ``width``/``height`` need a non-subsampled ``pix_fmt`` (e.g. "yuv444p") for libx264.
+    - ``keyint``: keyframe interval in frames (None = encoder default, i.e. one keyframe here).
+    - ``color_trc``: override the transfer tag (e.g. 16 = PQ, 18 = HLG, to fake HDR input).
     - ``colour``: matrix used for RGB->YUV ("bt709" or "bt601"); ``tag_colour=False`` leaves
       the stream untagged (like many phone/dashcam files); ``color_range`` "tv" or "pc".
     """
@@ -121,6 +125,10 @@ def make_clip(
         opts = {"preset": "ultrafast", "crf": str(crf)} if codec in ("libx264", "libx265") else {}
         if codec == "libx264":
             opts["bf"] = str(bframes)
+        if keyint:
+            opts["g"] = str(keyint)
+            if codec == "libx264":
+                opts["keyint_min"] = str(keyint)
         elif codec == "libx265":
             opts["x265-params"] = f"bframes={bframes}:log-level=error"
         v.options = opts
@@ -128,6 +136,8 @@ def make_clip(
             cc = v.codec_context
             cc.colorspace, cc.color_primaries, cc.color_trc, cc.color_range = (
                 matrix, primaries, trc, rng)
+        if color_trc is not None:
+            v.codec_context.color_trc = color_trc
         if rotation:
             v.set_display_rotation(rotation)
 

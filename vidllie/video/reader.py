@@ -173,7 +173,7 @@ class VideoReader:
 
         stream_start = float(vs.start_time * self._tb) if vs.start_time is not None else 0.0
         self._trimmed = start is not None or end is not None
-        self._win_start = stream_start + start if start else None
+        self._win_start = stream_start + start if start is not None else None
         self._win_end = stream_start + end if end is not None else None
         if self._win_start is not None:
             try:
@@ -275,6 +275,8 @@ class VideoReader:
                 continue
             if pkt.is_corrupt:
                 self._corrupt += 1
+            if pkt.is_discard and pkt.stream_index == self._vs.index:
+                pkt = _undiscard(pkt)
             return pkt
 
     def _decode(self, pkt) -> list:
@@ -504,3 +506,19 @@ class VideoReader:
         except Exception:
             pass
 
+
+
+def _undiscard(pkt: av.Packet) -> av.Packet:
+    """Copy of a video packet without FFmpeg's discard flag.
+
+    An MP4 edit list that starts after the first frame makes the demuxer flag the frames before
+    it "discard" and the decoder silently drops them (night_dashcam.mp4: 39 of 1118). We keep
+    them: they come out with negative times, and the MP4 writer re-creates an equivalent edit
+    list, so players show the same thing and no frame is lost. (Audio is stream-copied with
+    its own negative-time packets, untouched.)
+    """
+    new = av.Packet(bytes(pkt))
+    new.pts, new.dts, new.time_base = pkt.pts, pkt.dts, pkt.time_base
+    new.is_keyframe, new.is_corrupt = pkt.is_keyframe, pkt.is_corrupt
+    new.stream = pkt.stream
+    return new

@@ -74,6 +74,12 @@ class VideoWriter:
         self._tmp = str(self.path.parent / f".{self.path.stem}.{secrets.token_hex(4)}.part"
                         f"{self.path.suffix}")
         # If the writer is dropped without close()/abort() (crash), never leave the temp file.
+        try:  # create the temp file ourselves: a clear error for read-only folders (even as root)
+            with open(self._tmp, "xb"):
+                pass
+        except OSError as exc:
+            raise OutputError(f"output folder is not writable: {self.path.parent} "
+                              f"({exc.strerror})") from None
         self._finalizer = weakref.finalize(self, _remove, self._tmp)
         try:
             self._container = av.open(self._tmp, mode="w")
