@@ -173,9 +173,10 @@ class VideoReader:
 
         stream_start = float(vs.start_time * self._tb) if vs.start_time is not None else 0.0
         self._trimmed = start is not None or end is not None
-        self._win_start = stream_start + start if start is not None else None
+        # A trimmed window never reaches before the presentation start (edit-list-hidden frames).
+        self._win_start = stream_start + (start or 0.0) if self._trimmed else None
         self._win_end = stream_start + end if end is not None else None
-        if self._win_start is not None:
+        if self._win_start:
             try:
                 c.seek(int(self._win_start / self._tb), stream=vs, backward=True)
             except (av.error.FFmpegError, av.ArgumentError) as exc:

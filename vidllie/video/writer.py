@@ -188,6 +188,9 @@ class VideoWriter:
             if refusal is None:
                 self._map[s.index] = self._container.add_stream_from_template(s.template)
             elif s.kind == "audio":
+                if "aac" not in self._container.supported_codecs:
+                    raise OutputError(f"{self.path.suffix} cannot hold the input's {s.codec} audio "
+                                      "nor AAC; write .mkv (keeps it unchanged) or pass audio=False")
                 warn(f"{self.path.suffix} cannot hold {s.codec} audio ({refusal}): re-encoding "
                      f"stream #{s.index} to AAC; write .mkv to keep the original audio unchanged")
                 self._reencode[s.index] = _AacReencoder(self._container, s)
