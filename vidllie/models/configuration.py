@@ -52,18 +52,24 @@ class DinoConfig:
     """Frozen DINO ViT that guides the network.
 
     ``backbone`` is a hub id (``facebook/dinov3-vits16-pretrain-lvd1689m``), a local folder, or
-    ``None`` for an unguided model. ``hidden_size`` must match the backbone (checked at load time);
-    it is stored so the guidance layers can be built without loading DINO.
+    ``None`` for an unguided model. ``hidden_size`` and ``patch_size`` must match the backbone
+    (checked at load time); they are stored so the guidance layers can be built, and DINO patches
+    mapped back onto frame pixels, without loading DINO.
     """
 
     backbone: str | None = "facebook/dinov3-vits16-pretrain-lvd1689m"
     hidden_size: int = 384
+    patch_size: int = 16  # 16 for DINOv3, 14 for DINOv2
     layers: tuple[int, ...] = (3, 6, 9, 12)  # 1-based transformer layers whose tokens are used
     short_side: int = 448  # DINO's own resolution (short side), independent of the frame size
     gamma: float = 0.4  # low-light gamma applied before ImageNet normalisation
 
     def __post_init__(self) -> None:
         self.layers = tuple(self.layers)
+        if not self.layers or min(self.layers) < 1:
+            raise ValueError("dino layers are 1-based transformer layer indices (at least one)")
+        if self.short_side < self.patch_size or self.gamma <= 0:
+            raise ValueError("dino short_side must be >= patch_size and gamma > 0")
 
 
 @dataclass

@@ -35,4 +35,6 @@ class GuidedRestormer(nn.Module):
         """
         if guidance is None or self.guidance is None:
             return self.restormer(x)
-        return self.restormer(x, level_hook=self.guidance.hook(guidance))
+        # The frame size lets the guidance map DINO patches onto pixels through both paddings.
+        hook = self.guidance.hook(guidance, frame_size=(x.shape[-2], x.shape[-1]))
+        return self.restormer(x, level_hook=hook)
