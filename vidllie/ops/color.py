@@ -1,0 +1,91 @@
+"""Colour and luma helpers on (B, 3, H, W) float tensors in [0, 1] (kornia first).
+
+Shared by the enhance pipeline and training; no I/O, no state.
+"""
+
+from __future__ import annotations
+
+import kornia
+import torch
+
+# BT.709 luma weights (sRGB primaries); applied to gamma-encoded R'G'B' this is Y'.
+BT709_LUMA = (0.2126, 0.7152, 0.0722)
+
+
+def check_image(x: torch.Tensor, name: str = "image") -> None:
+    """Raise ``ValueError`` unless ``x`` is a floating (B, 3, H, W) tensor."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name}: expected a torch.Tensor, got {type(x).__name__}")
+    if x.ndim != 4 or x.shape[1] != 3:
+        raise ValueError(f"{name}: expected shape (B, 3, H, W), got {tuple(x.shape)}")
+    if not x.is_floating_point():
+        raise ValueError(f"{name}: expected a floating tensor, got {x.dtype}")
+
+
+def srgb_to_linear(x: torch.Tensor) -> torch.Tensor:
+    """sRGB-encoded values in [0, 1] -> linear light (IEC 61966-2-1 curve, via kornia).
+
+    Example:
+        >>> srgb_to_linear(torch.full((1, 3, 1, 1), 0.5)).flatten()[0].item()  # doctest: +ELLIPSIS
+        0.214...
+    """
+    check_image(x)
+    return kornia.color.rgb_to_linear_rgb(x.clamp(0.0, 1.0))
+
+
+def linear_to_srgb(x: torch.Tensor) -> torch.Tensor:
+    """Linear light in [0, 1] -> sRGB-encoded values (values outside [0, 1] are clipped first).
+
+    Example:
+        >>> linear_to_srgb(torch.full((1, 3, 1, 1), 0.214)).flatten()[0].item()  # doctest: +ELLIPSIS
+        0.49...
+    """
+    check_image(x)
+    return kornia.color.linear_rgb_to_rgb(x.clamp(0.0, 1.0))
+
+
+def luma(x: torch.Tensor) -> torch.Tensor:
+    """BT.709 luma Y' of gamma-encoded RGB: (B, 3, H, W) -> (B, 1, H, W).
+
+    Example:
+        >>> luma(torch.ones(2, 3, 4, 4)).shape
+        torch.Size([2, 1, 4, 4])
+    """
+    check_image(x)
+    w = x.new_tensor(BT709_LUMA).view(1, 3, 1, 1)
+    return (x * w).sum(dim=1, keepdim=True)
+
+
+def mean_luma(x: torch.Tensor) -> torch.Tensor:
+    """Mean BT.709 luma per image: (B, 3, H, W) -> (B,) in the units of ``x``."""
+    return luma(x).mean(dim=(1, 2, 3))
+
+
+def quantize(x: torch.Tensor, bits: int = 8) -> torch.Tensor:
+    """Round values in [0, 1] to ``2**bits`` levels (what an 8-bit file stores).
+
+    Example:
+        >>> round(quantize(torch.tensor([0.5014]), 8).item() * 255, 3)
+        128.0
+    """
+    levels = float(2**bits - 1)
+    return torch.round(x.clamp(0.0, 1.0) * levels) / levels
+
+
+def to_uint8_image(x: torch.Tensor) -> "torch.Tensor":
+    """(3, H, W) or (1, 3, H, W) float in [0, 1] -> (H, W, 3) uint8 tensor."""
+    if x.ndim == 4:
+        if x.shape[0] != 1:
+            raise ValueError(f"expected a single image, got batch {x.shape[0]}")
+        x = x[0]
+    if x.ndim != 3 or x.shape[0] != 3:
+        raise ValueError(f"expected (3, H, W), got {tuple(x.shape)}")
+    return (x.clamp(0, 1) * 255.0).round().to(torch.uint8).permute(1, 2, 0).contiguous()
+
+
+def from_uint8_image(a) -> torch.Tensor:
+    """(H, W, 3) uint8 array/tensor -> (3, H, W) float32 in [0, 1]."""
+    t = torch.as_tensor(a)
+    if t.ndim != 3 or t.shape[2] != 3 or t.dtype != torch.uint8:
+        raise ValueError(f"expected (H, W, 3) uint8, got {tuple(t.shape)} {t.dtype}")
+    return t.permute(2, 0, 1).float().div_(255.0)
