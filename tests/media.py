@@ -204,3 +204,30 @@ def make_audio_only(path: str | Path, seconds: float = 0.5) -> Path:
         for p in a.encode(None):
             out.mux(p)
     return path
+
+
+def with_subtitles(src: str | Path, dst: str | Path,
+                   cues: list[tuple[float, float, str]]) -> Path:
+    """Copy ``src`` into ``dst`` (.mkv) adding a SubRip stream with ``cues`` (start, end, text)."""
+    dst = Path(dst)
+    srt = dst.with_suffix(".srt")
+
+    def ts(t: float) -> str:
+        ms = round(t * 1000)
+        return f"{ms // 3600000:02d}:{ms // 60000 % 60:02d}:{ms // 1000 % 60:02d},{ms % 1000:03d}"
+
+    srt.write_text("\n".join(f"{i + 1}\n{ts(a)} --> {ts(b)}\n{text}\n"
+                             for i, (a, b, text) in enumerate(cues)))
+    with av.open(str(src)) as inp, av.open(str(srt)) as sub, av.open(str(dst), "w") as out:
+        streams = {s.index: out.add_stream_from_template(s) for s in inp.streams}
+        sub_out = out.add_stream_from_template(sub.streams[0])
+        for p in inp.demux():
+            if p.size:
+                p.stream = streams[p.stream_index]
+                out.mux(p)
+        for p in sub.demux():
+            if p.size:
+                p.stream = sub_out
+                out.mux(p)
+    srt.unlink()
+    return dst

@@ -12,7 +12,7 @@ import av
 import numpy as np
 import pytest
 
-from media import flat, make_audio_only, make_clip
+from media import flat, make_audio_only, make_clip, with_subtitles
 from vidllie.errors import InputError, OutputError
 from vidllie.video import Frame, VideoReader, VideoWarning, VideoWriter, transcode
 
@@ -455,3 +455,54 @@ def test_real_avi_mp3_round_trip(shared_dir, suffix, tmp_path):
     with VideoReader(src, end=4.0) as r:
         want = [bytes(p.packet) for p in r.stream() if not isinstance(p, Frame)]
     assert audio_packets(dst) == [want] and len(want) > 50
+
+
+# ---------------------------------------------------------------- URLs, edit lists, containers
+def test_url_input_streams_frames_and_audio(tmp_path):
+    import functools
+    import http.server
+    import threading
+
+    src = make_clip(tmp_path / "live.ts", frames=30)  # TS: streamable, no seeking needed
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
+    handler.log_message = lambda *a, **k: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/live.ts"
+        with VideoReader(url) as r:
+            items = list(r.stream())
+        frames = [x for x in items if isinstance(x, Frame)]
+        assert len(frames) == 30
+        assert [bytes(x.packet) for x in items if not isinstance(x, Frame)] == audio_packets(src)[0]
+    finally:
+        server.shutdown()
+    with pytest.raises(InputError, match="cannot open http://127.0.0.1:9/"):
+        VideoReader("http://127.0.0.1:9/nothing.mp4")
+
+
+def test_container_refusing_audio_and_aac_is_a_clear_error(clips, tmp_path):
+    with pytest.raises(OutputError, match="write .mkv"):
+        transcode(clips["mp4_cfr_aac"], tmp_path / "out.webm", codec="libvpx-vp9")
+    assert only_files(tmp_path) == []
+
+
+def test_trimmed_read_skips_edit_list_hidden_frames(night_clip):
+    with VideoReader(night_clip, end=1.0) as r:
+        times = [f.time for f in r]
+    assert len(times) == 30 and times[0] == 0.0  # the 39 hidden frames (t < 0) are not in [0, 1)
+
+
+def test_subtitles_are_copied_or_left_out_with_a_warning(tmp_path):
+    src = with_subtitles(make_clip(tmp_path / "v.mp4"), tmp_path / "subs.mkv",
+                         [(0.1, 0.4, "Hello"), (0.5, 0.9, "World")])
+    with VideoReader(src) as r:
+        assert [s.kind for s in r.info.passthrough] == ["audio", "subtitle"]
+    dst = tmp_path / "out.mkv"
+    transcode(src, dst, **FAST)
+    with av.open(str(dst)) as c:
+        assert [bytes(p) for p in c.demux(subtitles=0) if p.size] == [b"Hello", b"World"]
+    assert audio_packets(dst) == audio_packets(src)
+    with pytest.warns(VideoWarning, match="subtitles .* left out"):
+        transcode(src, tmp_path / "out.mp4", **FAST)
+    assert audio_packets(tmp_path / "out.mp4") == audio_packets(src)
