@@ -506,3 +506,15 @@ def test_subtitles_are_copied_or_left_out_with_a_warning(tmp_path):
     with pytest.warns(VideoWarning, match="subtitles .* left out"):
         transcode(src, tmp_path / "out.mp4", **FAST)
     assert audio_packets(tmp_path / "out.mp4") == audio_packets(src)
+
+
+@pytest.mark.parametrize("codec,pix_fmt", [("libx265", None), ("libx265", "yuv420p10le")])
+def test_other_encoder_by_name(codec, pix_fmt, clips, tmp_path):
+    src = clips["mkv_vfr"]
+    dst = tmp_path / "hevc.mkv"
+    transcode(src, dst, codec=codec, pix_fmt=pix_fmt, **FAST)
+    with av.open(str(dst)) as c:
+        assert c.streams.video[0].codec_context.name == "hevc"
+        assert c.streams.video[0].codec_context.pix_fmt == (pix_fmt or "yuv420p")
+    assert video_times(dst) == pytest.approx(video_times(src), abs=1e-9)
+    assert audio_packets(dst) == audio_packets(src)

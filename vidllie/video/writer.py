@@ -57,6 +57,8 @@ class VideoWriter:
     (VFR stays VFR); ``time_offset`` seconds are subtracted from every stream (trimmed output).
     Colour: explicit RGB -> BT.709 limited-range conversion, and BT.709 tags.
     Audio: stream copy; if the container refuses the codec, re-encode to AAC with a warning.
+    ``crf`` applies to encoders with a "crf" option, ``preset`` to libx264/libx265; ``options``
+    passes any other encoder option (e.g. {"tune": "film"}).
     Create the writer while the reader is open (its streams are the audio templates).
     """
 
@@ -153,13 +155,15 @@ class VideoWriter:
         # Exact per-frame times: the output counts in the input's time base.
         vs.time_base = vs.codec_context.time_base = info.time_base
         opts = {}
-        if codec in _X26X:
-            if crf is not None:
-                opts["crf"] = str(crf)
-            if preset is not None:
-                opts["preset"] = preset
-            if codec == "libx265":
-                opts["x265-params"] = "log-level=error"
+        private = {o.name for o in vs.codec_context.supported_options.private}
+        if crf is not None and "crf" in private:  # x264/x265/vpx/svtav1/aom; ignored elsewhere
+            opts["crf"] = str(crf)
+            if codec.startswith("libvpx"):
+                opts["b"] = "0"  # constant quality needs no bitrate target in libvpx
+        if preset is not None and codec in _X26X:  # other encoders name presets differently
+            opts["preset"] = preset
+        if codec == "libx265":
+            opts["x265-params"] = "log-level=error"
         opts.update({str(k): str(v) for k, v in options.items()})
         vs.options = opts
         cc = vs.codec_context
