@@ -285,6 +285,20 @@ def test_guidance_maps_align_with_frame_pixels():
     torch.testing.assert_close(out[inside], xs[inside].float(), rtol=0, atol=1e-4)
 
 
+def test_upsampled_guidance_has_no_patch_blocks():
+    # Random tokens on a 360x640 frame seen at enc2 (a patch is ~6.4 level pixels): neighbouring
+    # level pixels may differ by only a fraction of a token-to-token step. Nearest-neighbour
+    # upsampling jumps by the full step at patch borders, plain bilinear still by ~1/6.4 of it.
+    h, w, short, p = 360, 640, 448, 16
+    rows, cols, _, _ = dino_grid(h, w, short, p)
+    geo = GuideGeometry(rows, cols, (h, w), short, p, unshuffle=1)
+    tokens = torch.rand(1, 4, rows, cols, generator=torch.Generator().manual_seed(0))
+    out = geo.to_level(tokens, h // 2, w // 2, "enc2")
+    step = max(tokens.diff(dim=-1).abs().max(), tokens.diff(dim=-2).abs().max())
+    jump = max(out.diff(dim=-1).abs().max(), out.diff(dim=-2).abs().max())
+    assert jump < 0.12 * step, (jump, step)  # bilinear alone: ~0.15, nearest: 1.0
+
+
 def test_gradients_flow_to_guidance_not_dino(dinov3_dir):
     torch.manual_seed(0)
     config = tiny_config(dinov3_dir, "multiscale")
