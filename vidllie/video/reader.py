@@ -150,15 +150,6 @@ class VideoReader:
         cc.thread_count = 0 if str(threads).upper() == "AUTO" else int(threads)
         self._tb = Fraction(vs.time_base) if vs.time_base else Fraction(1, 90000)
 
-        trc = cc.color_trc
-        hdr = _HDR_TRC.get(trc)
-        if hdr and not allow_hdr:
-            raise InputError(f"{self.source} is HDR ({hdr} transfer): vidllie enhances SDR video "
-                             "only; tone-map it to SDR BT.709 first (or pass allow_hdr=True to "
-                             "process the code values as-is)")
-        if hdr:
-            warn(f"{self.source} is HDR ({hdr}); processing code values as-is, no tone mapping")
-
         self._pass: dict[int, StreamInfo] = {}
         if passthrough:
             for s in list(c.streams.audio) + list(c.streams.subtitles):
@@ -199,6 +190,15 @@ class VideoReader:
         self._last_time: float | None = None
         first = self._preroll()
 
+        trc = cc.color_trc if cc.color_trc != 2 else first.color_trc
+        hdr = _HDR_TRC.get(trc)
+        if hdr and not allow_hdr:
+            raise InputError(f"{self.source} is HDR ({hdr} transfer): vidllie enhances SDR video "
+                             "only; tone-map it to SDR BT.709 first (or pass allow_hdr=True to "
+                             "process the code values as-is)")
+        if hdr:
+            warn(f"{self.source} is HDR ({hdr}); processing code values as-is, no tone mapping")
+
         # Colour: the tags on the first frame win over the stream's (they are what was decoded).
         self._deep = first.format.components[0].bits > 8  # -> uint16 images
         self._rgb_src = first.format.is_rgb or first.format.name in ("pal8", "gray", "gray16le")
@@ -230,7 +230,7 @@ class VideoReader:
             rotation=int(round(first.rotation or 0)) % 360, codec=cc.codec.canonical_name,
             pix_fmt=first.format.name, bit_depth=first.format.components[0].bits,
             colorspace=int(space), color_primaries=int(cc.color_primaries or first.color_primaries),
-            color_trc=int(trc or first.color_trc), color_range=int(rng), matrix=matrix_name,
+            color_trc=int(trc), color_range=int(rng), matrix=matrix_name,
             hdr=hdr, container=c.format.name, passthrough=tuple(self._pass.values()))
 
     def _duration(self, vs, stream_start: float) -> float | None:
@@ -255,6 +255,8 @@ class VideoReader:
             lo, hi = min(steps), max(steps)
             # CFR stored in a coarse time base alternates by one tick (29.97 fps in 1/1000: 33/34).
             vfr = (hi - lo) > max(1, 0.02 * hi)
+        if vfr:  # a VFR header rate is often nominal (MKV default duration): use the measured one
+            fps = 1 / (Fraction(pts[-1] - pts[0], len(pts) - 1) * self._tb)
         return (fps.limit_denominator(100000) if fps else None), vfr
 
     # ------------------------------------------------------------------ demux / decode
