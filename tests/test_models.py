@@ -285,6 +285,29 @@ def test_guidance_maps_align_with_frame_pixels():
     torch.testing.assert_close(out[inside], xs[inside].float(), rtol=0, atol=1e-4)
 
 
+def test_tile_guidance_is_the_crop_of_the_frame_guidance(dinov3_dir):
+    # A tile placed with its offset sees the same DINO guidance as that crop of the whole frame
+    # (away from the tile's border, where the blur is clamped differently).
+    h, w, short, p = 360, 640, 448, 16
+    rows, cols, _, _ = dino_grid(h, w, short, p)
+    tokens = torch.rand(1, 4, rows, cols, generator=torch.Generator().manual_seed(0))
+    full = GuideGeometry(rows, cols, (h, w), short, p, unshuffle=1).to_level(tokens, h // 2, w // 2, "enc2")
+    top, left, th, tw = 64, 128, 120, 160  # frame pixels; enc2 halves them
+    tile = GuideGeometry(rows, cols, (h, w), short, p, unshuffle=1, offset=(top, left)).to_level(tokens, th // 2, tw // 2, "enc2")
+    r = 7  # blur radius at this level (sigma ~3.2, kernel 15)
+    crop = full[..., top // 2 : (top + th) // 2, left // 2 : (left + tw) // 2]
+    torch.testing.assert_close(tile[..., r:-r, r:-r], crop[..., r:-r, r:-r], rtol=0, atol=1e-5)
+    # and through the model: a "tile" that is the whole frame is the plain guided call
+    config = tiny_config(dinov3_dir, "multiscale")
+    model = build_model(config).eval()
+    perturb_zero_init(model)
+    x = frames(1)
+    maps = DinoGuide(config.dino)(x)
+    with torch.no_grad():
+        assert torch.equal(model(x, maps, region=(0, 0, 67, 131)), model(x, maps))
+        assert model(x[..., 16:, 32:], maps, region=(16, 32, 67, 131)).shape == (1, 3, 51, 99)
+
+
 def test_upsampled_guidance_has_no_patch_blocks():
     # Random tokens on a 360x640 frame seen at enc2 (a patch is ~6.4 level pixels): neighbouring
     # level pixels may differ by only a fraction of a token-to-token step. Nearest-neighbour

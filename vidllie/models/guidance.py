@@ -81,13 +81,17 @@ class GuideGeometry:
 
     DINO saw the frame resized to ``valid_rows x valid_cols`` patches (fractional) and padded
     bottom/right to ``rows x cols``; a level with stride ``s`` (frame pixels per feature pixel) has
-    its pixel centres at ``(j + 0.5) * s`` frame pixels. Both are expressed as fractions of the
-    frame, so the padding of either side never shifts or stretches the guidance.
+    its pixel centres at ``offset + (j + 0.5) * s`` frame pixels (``offset`` = top-left corner of
+    a tile, 0 for whole frames). Both are expressed as fractions of the frame, so the padding of
+    either side never shifts or stretches the guidance.
     """
 
-    def __init__(self, rows: int, cols: int, frame_size: tuple[int, int] | None, short_side: int, patch_size: int, unshuffle: int) -> None:
+    def __init__(
+        self, rows: int, cols: int, frame_size: tuple[int, int] | None, short_side: int, patch_size: int,
+        unshuffle: int, offset: tuple[int, int] = (0, 0),
+    ) -> None:
         self.rows, self.cols, self.unshuffle = rows, cols, unshuffle
-        self.frame_size = frame_size
+        self.frame_size, self.offset = frame_size, offset
         self.valid = (float(rows), float(cols))
         if frame_size is not None:
             grid = dino_grid(frame_size[0], frame_size[1], short_side, patch_size)
@@ -102,14 +106,14 @@ class GuideGeometry:
         """Pixel centres of an (h, w) level as fractions of the frame: (h,), (w,)."""
         stride = LEVEL_STRIDE[name] * self.unshuffle
         fh, fw = self._extent(h, w, stride)
-        ys = (torch.arange(h, device=device, dtype=torch.float32) + 0.5) * stride / fh
-        xs = (torch.arange(w, device=device, dtype=torch.float32) + 0.5) * stride / fw
+        ys = (self.offset[0] + (torch.arange(h, device=device, dtype=torch.float64) + 0.5) * stride) / fh
+        xs = (self.offset[1] + (torch.arange(w, device=device, dtype=torch.float64) + 0.5) * stride) / fw
         return ys, xs
 
     def token_fractions(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         """Patch centres of the DINO map as fractions of the frame: (rows,), (cols,)."""
-        ys = (torch.arange(self.rows, device=device, dtype=torch.float32) + 0.5) / self.valid[0]
-        xs = (torch.arange(self.cols, device=device, dtype=torch.float32) + 0.5) / self.valid[1]
+        ys = (torch.arange(self.rows, device=device, dtype=torch.float64) + 0.5) / self.valid[0]
+        xs = (torch.arange(self.cols, device=device, dtype=torch.float64) + 0.5) / self.valid[1]
         return ys, xs
 
     def patch_in_level_pixels(self, h: int, w: int, name: str) -> float:
@@ -124,8 +128,10 @@ class GuideGeometry:
         gy = 2.0 * ys * self.valid[0] / self.rows - 1.0
         gx = 2.0 * xs * self.valid[1] / self.cols - 1.0
         grid = torch.stack(torch.meshgrid(gx, gy, indexing="xy"), dim=-1)  # (h, w, 2) as (x, y)
-        grid = grid.to(guide.dtype).unsqueeze(0).expand(guide.shape[0], -1, -1, -1)
-        out = F.grid_sample(guide, grid, mode="bilinear", padding_mode="border", align_corners=False)
+        grid = grid.float().unsqueeze(0).expand(guide.shape[0], -1, -1, -1)
+        # float32 sampling: bf16/fp16 grid coordinates would be off by a fraction of a patch.
+        out = F.grid_sample(guide.float(), grid, mode="bilinear", padding_mode="border", align_corners=False)
+        out = out.to(guide.dtype)
         # Bilinear interpolation is continuous but has creases along the patch-centre lines; a
         # Gaussian of sigma ~ half a patch removes them (a no-op where a patch is ~ one pixel).
         sigma = 0.5 * self.patch_in_level_pixels(h, w, name)
@@ -190,8 +196,9 @@ class CrossAttentionGuidance(nn.Module):
     def forward(self, feat: torch.Tensor, fused: torch.Tensor, geometry: GuideGeometry, name: str) -> torch.Tensor:
         b, _, h, w = feat.shape
         heads, d = self.num_heads, fused.shape[1]
-        q_pos = self.pos(_fourier(*geometry.level_fractions(h, w, name, feat.device)))  # (h*w, D)
-        k_pos = self.pos(_fourier(*geometry.token_fractions(feat.device)))  # (rows*cols, D)
+        pos_dtype = self.pos.weight.dtype
+        q_pos = self.pos(_fourier(*geometry.level_fractions(h, w, name, feat.device)).to(pos_dtype))  # (h*w, D)
+        k_pos = self.pos(_fourier(*geometry.token_fractions(feat.device)).to(pos_dtype))  # (rows*cols, D)
         q = self.q(self.norm(feat)).flatten(2).transpose(1, 2) + q_pos  # (B, h*w, D)
         k, v = self.kv(fused).flatten(2).transpose(1, 2).chunk(2, dim=-1)  # (B, N, D) each
         k = k + k_pos
@@ -218,9 +225,16 @@ class DinoGuidance(nn.Module):
             {name: block(config, config.restormer.dim * LEVEL_CHANNELS[name]) for name in self.levels}
         )
 
-    def hook(self, maps: Sequence[torch.Tensor], frame_size: tuple[int, int] | None = None) -> LevelHook:
-        """Level hook for one batch. ``frame_size`` (H, W) of the unpadded frames aligns DINO
-        patches with pixels exactly; without it the maps are assumed to cover the padded input."""
+    def hook(
+        self, maps: Sequence[torch.Tensor], frame_size: tuple[int, int] | None = None,
+        offset: tuple[int, int] = (0, 0),
+    ) -> LevelHook:
+        """Level hook for one batch.
+
+        ``frame_size`` (H, W) of the whole unpadded frame the maps were computed on aligns DINO
+        patches with pixels exactly; without it the maps are assumed to cover the padded input.
+        For a tile of that frame, ``offset`` is the tile's top-left corner in frame pixels.
+        """
         if len(maps) != len(self.config.dino.layers):
             raise ValueError(f"expected {len(self.config.dino.layers)} DINO maps (layers {self.config.dino.layers}), got {len(maps)}")
         dtype = self.fusion.proj[0].weight.dtype
@@ -229,6 +243,7 @@ class DinoGuidance(nn.Module):
         geometry = GuideGeometry(
             rows, cols, None if frame_size is None else (int(frame_size[0]), int(frame_size[1])),
             self.config.dino.short_side, self.config.dino.patch_size, self.config.restormer.pixel_unshuffle,
+            (int(offset[0]), int(offset[1])),
         )
         keep = None
         if self.training and self.config.guidance.dropout > 0:
