@@ -200,6 +200,24 @@ def test_dino_is_frozen_and_stays_eval(dinov3_dir):
     assert sum(p.numel() for p in model.parameters()) < n_dino + sum(p.numel() for p in model.restormer.parameters())
 
 
+def test_dino_loads_by_hub_id_from_the_cache_offline(tmp_path, monkeypatch, dinov3_dir):
+    # The layout `huggingface-cli download` leaves in the HF cache; HF_HUB_OFFLINE=1 (conftest).
+    import huggingface_hub.constants
+
+    repo = tmp_path / "models--vidllie-test--tiny-dinov3"
+    snapshot = repo / "snapshots" / ("0" * 40)
+    snapshot.mkdir(parents=True)
+    for name in ("config.json", "model.safetensors"):
+        (snapshot / name).write_bytes(Path(dinov3_dir, name).read_bytes())
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("0" * 40)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))
+    cached = DinoGuide(tiny_config("vidllie-test/tiny-dinov3").dino)
+    local = DinoGuide(tiny_config(dinov3_dir).dino)
+    x = frames(1)
+    assert all(torch.equal(a, b) for a, b in zip(cached(x), local(x)))
+
+
 def test_missing_dino_weights_give_one_clear_line(tmp_path, dinov3_dir):
     with pytest.raises(WeightsError) as err:
         DinoGuide(tiny_config(str(tmp_path / "no-such-folder")).dino)
