@@ -39,7 +39,9 @@ def dino_resize(height: int, width: int, short_side: int) -> tuple[int, int]:
     return max(1, round(height * scale)), max(1, round(width * scale))
 
 
-def dino_grid(height: int, width: int, short_side: int, patch_size: int) -> tuple[int, int, float, float]:
+def dino_grid(
+    height: int, width: int, short_side: int, patch_size: int
+) -> tuple[int, int, float, float]:
     """Token grid of a frame: (rows, cols, valid_rows, valid_cols).
 
     ``rows x cols`` is the map :class:`DinoGuide` returns; ``valid_rows``/``valid_cols`` (in patch
@@ -73,7 +75,10 @@ def load_dino_backbone(source: str | Path) -> nn.Module:
     local = Path(source).expanduser()
     if local.exists():
         if not local.is_dir():
-            raise WeightsError(f"DINO backbone {source!r} is a file; pass the folder holding config.json and model.safetensors")
+            raise WeightsError(
+                f"DINO backbone {source!r} is a file; pass the folder holding config.json and "
+                "model.safetensors"
+            )
         target = str(local)
     elif _looks_like_path(source):
         raise WeightsError(f"DINO backbone folder not found: {source}; {_how_to_supply(source)}")
@@ -110,7 +115,9 @@ class DinoGuide(nn.Module):
     which backbone the model expects: ``hidden_size`` and ``patch_size`` must still match.
     """
 
-    def __init__(self, config: DinoConfig, source: str | Path | None = None, backbone: nn.Module | None = None) -> None:
+    def __init__(
+        self, config: DinoConfig, source: str | Path | None = None, backbone: nn.Module | None = None
+    ) -> None:
         super().__init__()
         self.config = config
         self.source = str(source if source is not None else config.backbone)
@@ -188,7 +195,9 @@ class DinoGuide(nn.Module):
             tokens = norm(out.hidden_states[layer])  # (B, prefix + h*w, C)
             patches = tokens[:, self.num_prefix_tokens :]  # (B, h*w, C)
             if patches.shape[1] != rows * cols:
-                raise RuntimeError(f"DINO returned {patches.shape[1]} patch tokens, expected {rows}x{cols}")
+                raise RuntimeError(
+                    f"DINO returned {patches.shape[1]} patch tokens, expected {rows}x{cols}"
+                )
             maps.append(patches.transpose(1, 2).reshape(b, -1, rows, cols))  # (B, C, h, w)
         return maps
 

@@ -100,9 +100,13 @@ class GuideGeometry:
                 self.valid = grid[2:]
 
     def _extent(self, h: int, w: int, stride: int) -> tuple[float, float]:
-        return (float(h * stride), float(w * stride)) if self.frame_size is None else tuple(map(float, self.frame_size))
+        if self.frame_size is None:
+            return float(h * stride), float(w * stride)
+        return float(self.frame_size[0]), float(self.frame_size[1])
 
-    def level_fractions(self, h: int, w: int, name: str, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    def level_fractions(
+        self, h: int, w: int, name: str, device: torch.device
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Pixel centres of an (h, w) level as fractions of the frame: (h,), (w,)."""
         stride = LEVEL_STRIDE[name] * self.unshuffle
         fh, fw = self._extent(h, w, stride)
@@ -130,7 +134,9 @@ class GuideGeometry:
         grid = torch.stack(torch.meshgrid(gx, gy, indexing="xy"), dim=-1)  # (h, w, 2) as (x, y)
         grid = grid.float().unsqueeze(0).expand(guide.shape[0], -1, -1, -1)
         # float32 sampling: bf16/fp16 grid coordinates would be off by a fraction of a patch.
-        out = F.grid_sample(guide.float(), grid, mode="bilinear", padding_mode="border", align_corners=False)
+        out = F.grid_sample(
+            guide.float(), grid, mode="bilinear", padding_mode="border", align_corners=False
+        )
         out = out.to(guide.dtype)
         # Bilinear interpolation is continuous but has creases along the patch-centre lines; a
         # Gaussian of sigma ~ half a patch removes them (a no-op where a patch is ~ one pixel).
@@ -152,15 +158,20 @@ class ModulationGuidance(nn.Module):
         # semantics say where, the features say what is there now.
         self.spatial = nn.Conv2d(d + 2, 1, 3, padding=1)
         hidden = max(8, channels // 4)
-        self.channel = nn.Sequential(nn.Linear(d + channels, hidden), nn.GELU(), nn.Linear(hidden, channels))
+        self.channel = nn.Sequential(
+            nn.Linear(d + channels, hidden), nn.GELU(), nn.Linear(hidden, channels)
+        )
         self.proj_out = _zero_init(nn.Conv2d(channels, channels, 1))
 
-    def forward(self, feat: torch.Tensor, fused: torch.Tensor, geometry: GuideGeometry, name: str) -> torch.Tensor:
+    def forward(
+        self, feat: torch.Tensor, fused: torch.Tensor, geometry: GuideGeometry, name: str
+    ) -> torch.Tensor:
         b, c, h, w = feat.shape
         guide = self.guide_proj(fused)  # (B, D, rows, cols), cheap at DINO resolution
         guide_up = geometry.to_level(guide, h, w, name)  # (B, D, H_l, W_l)
         stats = torch.cat([feat.mean(dim=1, keepdim=True), feat.amax(dim=1, keepdim=True)], dim=1)
-        spatial = torch.sigmoid(self.spatial(torch.cat([guide_up, stats.to(guide_up.dtype)], dim=1)))  # (B, 1, H_l, W_l)
+        spatial = self.spatial(torch.cat([guide_up, stats.to(guide_up.dtype)], dim=1))
+        spatial = torch.sigmoid(spatial)  # (B, 1, H_l, W_l)
         pooled = torch.cat([guide.mean(dim=(2, 3)), feat.mean(dim=(2, 3)).to(guide.dtype)], dim=1)
         channel = torch.sigmoid(self.channel(pooled)).view(b, c, 1, 1)  # (B, C, 1, 1)
         return self.proj_out(feat * spatial * channel)  # (B, C, H_l, W_l), zero at init
@@ -193,12 +204,15 @@ class CrossAttentionGuidance(nn.Module):
         self.pos = nn.Linear(4 * NUM_FOURIER_FREQS, d)
         self.proj_out = _zero_init(nn.Conv2d(d, channels, 1))
 
-    def forward(self, feat: torch.Tensor, fused: torch.Tensor, geometry: GuideGeometry, name: str) -> torch.Tensor:
+    def forward(
+        self, feat: torch.Tensor, fused: torch.Tensor, geometry: GuideGeometry, name: str
+    ) -> torch.Tensor:
         b, _, h, w = feat.shape
         heads, d = self.num_heads, fused.shape[1]
         pos_dtype = self.pos.weight.dtype
-        q_pos = self.pos(_fourier(*geometry.level_fractions(h, w, name, feat.device)).to(pos_dtype))  # (h*w, D)
-        k_pos = self.pos(_fourier(*geometry.token_fractions(feat.device)).to(pos_dtype))  # (rows*cols, D)
+        q_code = _fourier(*geometry.level_fractions(h, w, name, feat.device))  # (h*w, 4F)
+        k_code = _fourier(*geometry.token_fractions(feat.device))  # (rows*cols, 4F)
+        q_pos, k_pos = self.pos(q_code.to(pos_dtype)), self.pos(k_code.to(pos_dtype))  # (n, D)
         q = self.q(self.norm(feat)).flatten(2).transpose(1, 2) + q_pos  # (B, h*w, D)
         k, v = self.kv(fused).flatten(2).transpose(1, 2).chunk(2, dim=-1)  # (B, N, D) each
         k = k + k_pos
@@ -219,7 +233,8 @@ class DinoGuidance(nn.Module):
         super().__init__()
         self.config = config
         self.levels = injection_levels(config)
-        block = CrossAttentionGuidance if config.guidance.mode == "cross_attention" else ModulationGuidance
+        cross = config.guidance.mode == "cross_attention"
+        block = CrossAttentionGuidance if cross else ModulationGuidance
         self.fusion = DinoFusion(config)
         self.blocks = nn.ModuleDict(
             {name: block(config, config.restormer.dim * LEVEL_CHANNELS[name]) for name in self.levels}
@@ -236,7 +251,8 @@ class DinoGuidance(nn.Module):
         For a tile of that frame, ``offset`` is the tile's top-left corner in frame pixels.
         """
         if len(maps) != len(self.config.dino.layers):
-            raise ValueError(f"expected {len(self.config.dino.layers)} DINO maps (layers {self.config.dino.layers}), got {len(maps)}")
+            layers = self.config.dino.layers
+            raise ValueError(f"expected {len(layers)} DINO maps (layers {layers}), got {len(maps)}")
         dtype = self.fusion.proj[0].weight.dtype
         fused = self.fusion([m.to(dtype) for m in maps])  # (B, D, rows, cols)
         rows, cols = fused.shape[-2:]
@@ -249,13 +265,16 @@ class DinoGuidance(nn.Module):
         if self.training and self.config.guidance.dropout > 0:
             # Per-sample guidance dropout: a dropped sample computes exactly the plain Restormer,
             # which is what `guidance=None` (`--dino none`) runs at inference.
-            keep = (torch.rand(fused.shape[0], 1, 1, 1, device=fused.device) >= self.config.guidance.dropout)
+            drop = self.config.guidance.dropout
+            keep = torch.rand(fused.shape[0], 1, 1, 1, device=fused.device) >= drop
 
         def level_hook(name: str, feat: torch.Tensor) -> torch.Tensor:
             if name not in self.blocks:
                 return feat
             if feat.shape[0] != fused.shape[0]:
-                raise ValueError(f"guidance maps are for {fused.shape[0]} frames, the batch has {feat.shape[0]}")
+                raise ValueError(
+                    f"guidance maps are for {fused.shape[0]} frames, the batch has {feat.shape[0]}"
+                )
             delta = self.blocks[name](feat, fused, geometry, name)
             if keep is not None:
                 delta = delta * keep.to(delta.dtype)

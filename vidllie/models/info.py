@@ -155,7 +155,8 @@ def format_info(d: dict[str, Any]) -> str:
     ]
     if d["dino_backbone"]:
         lines += [
-            f"DINO backbone  {d['dino_backbone']}" + (f" (from {d['dino_source']})" if d["dino_source"] not in (None, d["dino_backbone"]) else ""),
+            f"DINO backbone  {d['dino_backbone']}"
+            + (f" (from {d['dino_source']})" if d["dino_source"] not in (None, d["dino_backbone"]) else ""),
             f"DINO           {d['dino_status']}; {_m(d['params_dino'])} frozen params; layers {d['dino_layers']};"
             f" short side {d['dino_short_side']} -> {d['dino_grid'][0]}x{d['dino_grid'][1]} patches",
             f"guidance       {d['guidance_mode']} at {d['guidance_levels']} ({', '.join(d['injection_levels'])})",
