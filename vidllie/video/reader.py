@@ -100,13 +100,18 @@ class VideoReader:
     ``options``: FFmpeg demuxer options (URLs get ``rtsp_transport=tcp`` and a 10 s ``timeout``
     in microseconds unless given). HDR (PQ/HLG) input raises InputError unless ``allow_hdr=True``
     (then code values are passed through untouched, with a warning: no tone mapping).
+    ``max_frames`` stops after that many frames (benchmarks, previews); passthrough packets stop
+    at the same time.
     """
 
     def __init__(self, source: str | os.PathLike, *, start: float | None = None,
                  end: float | None = None, threads: str | int = "AUTO",
                  options: dict[str, str] | None = None, allow_hdr: bool = False,
-                 passthrough: bool = True) -> None:
+                 passthrough: bool = True, max_frames: int | None = None) -> None:
         self.source = os.fspath(source)
+        if max_frames is not None and max_frames < 1:
+            raise InputError(f"max_frames must be >= 1 (got {max_frames})")
+        self._max_frames = max_frames
         self._container = None
         self._consumed = False
         self._closed = False
@@ -218,6 +223,8 @@ class VideoReader:
 
         fps, vfr = self._rate(vs)
         frame_count = vs.frames if (vs.frames and not self._trimmed) else None
+        if frame_count is not None and self._max_frames is not None:
+            frame_count = min(frame_count, self._max_frames)
         duration = self._duration(vs, stream_start)
         if self._trimmed and duration is not None:
             lo = start or 0.0
@@ -398,7 +405,13 @@ class VideoReader:
                 return
             where = self._in_window(f)
             if where == "keep":
-                yield self._frame(f)
+                frame = self._frame(f)
+                if self._max_frames is not None and self._index >= self._max_frames:
+                    # Last frame wanted: end the window one frame later so passthrough stops too.
+                    self._video_done = True
+                    self._trimmed = True
+                    self._win_end = frame.time + 1.0 / self._guess_fps()
+                yield frame
             elif where == "after":
                 self._video_done = True
             else:
