@@ -57,14 +57,17 @@ def _looks_like_path(source: str) -> bool:
     return source.startswith(("/", ".", "~")) or source.count("/") > 1 or "\\" in source
 
 
-def _how_to_supply(source: str) -> str:
-    licence = (
-        "run `huggingface-cli login` after accepting the DINOv3 licence on huggingface.co/"
-        f"{source}, "
-        if "dinov3" in source.lower()
-        else "download it once while online (or `huggingface-cli login`), "
-    )
-    return f"{licence}or pass a local folder with --dino PATH, or run without guidance with --dino none"
+def _how_to_supply(source: str, is_path: bool = False) -> str:
+    if is_path:
+        hub = "pass an existing folder (config.json + model.safetensors) or a hub id with --dino PATH"
+    elif "dinov3" in source.lower():
+        hub = (
+            f"accept the DINOv3 licence on huggingface.co/{source} and run `huggingface-cli login` "
+            "(then it downloads once into the HF cache), or pass a local folder with --dino PATH"
+        )
+    else:
+        hub = "download it once while online into the HF cache, or pass a local folder with --dino PATH"
+    return f"{hub}, or run without guidance with --dino none"
 
 
 def load_dino_backbone(source: str | Path) -> nn.Module:
@@ -81,7 +84,7 @@ def load_dino_backbone(source: str | Path) -> nn.Module:
             )
         target = str(local)
     elif _looks_like_path(source):
-        raise WeightsError(f"DINO backbone folder not found: {source}; {_how_to_supply(source)}")
+        raise WeightsError(f"DINO backbone folder not found: {source}; {_how_to_supply(source, True)}")
     else:
         target = source
     from transformers.utils import logging as hf_logging
