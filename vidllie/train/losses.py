@@ -5,8 +5,9 @@ All take (B, 3, H, W) tensors in [0, 1] (clips: (B, T, 3, H, W)) and return scal
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import kornia
 import torch
@@ -67,6 +68,23 @@ def temporal_consistency(pred: torch.Tensor, target: torch.Tensor, eps: float = 
     return charbonnier(pred[:, 1:] - pred[:, :-1], target[:, 1:] - target[:, :-1], eps)
 
 
+def differentiable(dino: DinoFn) -> DinoFn:
+    """``dino`` as a callable with autograd on.
+
+    :class:`vidllie.models.dino.DinoGuide` runs its forward under ``torch.no_grad`` (right for
+    guidance at inference); the perceptual loss and LoRA need gradients through the frozen
+    backbone, so this calls the undecorated forward. Other callables are returned unchanged.
+
+    Example:
+        >>> f = differentiable(lambda x: [x * 2])
+        >>> x = torch.ones(1, 3, 2, 2, requires_grad=True)
+        >>> f(x)[0].requires_grad
+        True
+    """
+    forward = getattr(type(dino).forward, "__wrapped__", None) if isinstance(dino, nn.Module) else None
+    return functools.partial(forward, dino) if forward is not None else dino
+
+
 class DinoContrastiveLoss(nn.Module):
     """DINO-IR perceptual contrastive loss in a frozen DINO feature space.
 
@@ -77,7 +95,7 @@ class DinoContrastiveLoss(nn.Module):
 
     i.e. the output is pulled towards the normal-light target and pushed away from the low-light
     input. Target and input features are computed without gradients; the output's features carry
-    gradients back through the (frozen or LoRA-adapted) backbone.
+    gradients back through the (frozen or LoRA-adapted) backbone (see :func:`differentiable`).
 
     Example:
         >>> feats = lambda x: [x.mean(1, keepdim=True), x[:, :1]]   # any callable with the contract
@@ -90,7 +108,7 @@ class DinoContrastiveLoss(nn.Module):
     def __init__(self, dino: DinoFn, layers: Sequence[int] = (-1,), weights: Sequence[float] | None = None,
                  eps: float = 1e-7) -> None:
         super().__init__()
-        self.dino = dino
+        self.dino = differentiable(dino)
         self.layers = tuple(int(i) for i in layers)
         self.weights = tuple(float(w) for w in (weights if weights is not None else [1.0] * len(self.layers)))
         if len(self.weights) != len(self.layers) or not self.layers:

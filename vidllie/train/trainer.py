@@ -33,7 +33,7 @@ from vidllie.models import build_model, load_model, save_model
 from vidllie.train.datasets import ClipPairs, PairedCrops, PairedFolder, SyntheticPairs, list_images, split_images, validation_pairs
 from vidllie.train.degrade import DegradeConfig
 from vidllie.train.evaluate import psnr, ssim
-from vidllie.train.losses import LossConfig, RestorationLoss
+from vidllie.train.losses import LossConfig, RestorationLoss, differentiable
 
 CHECKPOINT = "checkpoint.safetensors"
 CHECKPOINT_FORMAT = "vidllie-train-state/1"
@@ -71,7 +71,10 @@ DEFAULTS: dict[str, Any] = {
         "clips": None,  # {frame_dirs, videos, stills, frames, crop, batch_size, every}
     },
     "loss": {},  # LossConfig fields
-    "dino": {"lora": None},  # {r, alpha, dropout, target_modules, lr}
+    # DINO for guided models and the DINO loss: `source` = hub id or local folder overriding the
+    # model config's backbone; `config` = DinoConfig fields (needed for the loss on an unguided
+    # model); `lora` = {r, alpha, dropout, target_modules, lr} adapters on the frozen backbone.
+    "dino": {"source": None, "config": None, "lora": None},
 }
 
 
@@ -178,15 +181,19 @@ def resolve_amp(name: str, device: torch.device) -> torch.dtype | None:
 
 
 # ------------------------------------------------------------------------------------- DINO
-def build_dino(model_config, lora: dict | None, device: torch.device):
-    """The frozen DINO backbone of a guided config (``vidllie.models.dino.DinoGuide``), with peft
-    LoRA adapters on its attention projections when ``lora`` is set. Returns ``(dino, params)``
-    with the trainable (LoRA) parameters."""
+def build_dino(model_config, options: dict, device: torch.device):
+    """The frozen DINO backbone (``vidllie.models.dino.DinoGuide``) of a guided config, or of
+    ``options["config"]`` (DinoConfig fields) for the loss alone, loaded from ``options["source"]``
+    when given; peft LoRA adapters on its attention projections when ``options["lora"]`` is set.
+    Returns ``(dino, params)`` with the trainable (LoRA) parameters."""
+    from vidllie.models import DinoConfig
     from vidllie.models.dino import DinoGuide  # the models layer owns DINO loading
 
-    dino = DinoGuide(model_config.dino)
+    dino_config = DinoConfig(**options["config"]) if options.get("config") else model_config.dino
+    dino = DinoGuide(dino_config, source=options.get("source"))
     for p in dino.parameters():
         p.requires_grad_(False)
+    lora = options.get("lora")
     params: list[torch.nn.Parameter] = []
     if lora:
         try:
@@ -196,7 +203,7 @@ def build_dino(model_config, lora: dict | None, device: torch.device):
         config = LoraConfig(r=int(lora.get("r", 8)), lora_alpha=float(lora.get("alpha", 16)),
                             lora_dropout=float(lora.get("dropout", 0.0)),
                             target_modules=list(lora.get("target_modules", ["q_proj", "v_proj"])))
-        inject_adapter_in_model(config, dino)
+        inject_adapter_in_model(config, dino.backbone)
         params = [p for n, p in dino.named_parameters() if "lora_" in n]
         if not params:
             raise InputError(f"LoRA: no module of DINO matches {config.target_modules}")
@@ -365,7 +372,7 @@ def train(config: str | Path | dict, resume: bool = False, *, overrides: dict | 
     loss_cfg = LossConfig.from_dict(cfg["loss"])
     dino, dino_params = None, []
     if model.config.guided or loss_cfg.dino > 0:
-        dino, dino_params = build_dino(model.config, cfg["dino"].get("lora"), device)
+        dino, dino_params = build_dino(model.config, cfg["dino"], device)
     criterion = RestorationLoss(loss_cfg, dino)
 
     # data
@@ -452,11 +459,7 @@ def train(config: str | Path | dict, resume: bool = False, *, overrides: dict | 
         if dino is not None and model.config.guided:
             use = float(torch.rand((), generator=data_gen)) >= dropout
             if use:
-                if dino_params:
-                    guidance = dino(low)
-                else:
-                    with torch.no_grad():
-                        guidance = dino(low)
+                guidance = differentiable(dino)(low) if dino_params else dino(low)  # LoRA needs grads
         return model(low, guidance=guidance)
 
     from tqdm import tqdm
