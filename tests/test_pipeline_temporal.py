@@ -1,0 +1,223 @@
+"""Pipeline image stages: temporal smoothing (flicker, noise, ghosting), tiling, scene cuts.
+
+Measured through ``Enhancer.enhance_frames`` with a random-init micro model, ``temporal`` on vs
+off, on generated frames (exact control of noise, jitter and motion; no codec in the way).
+"""
+
+from __future__ import annotations
+
+import kornia
+import numpy as np
+import pytest
+import torch
+
+from vidllie.models import DinoConfig, GuidanceConfig, ModelConfig, RestormerConfig, build_model
+from vidllie.pipeline.enhancer import Enhancer
+from vidllie.pipeline.scene import SceneCutDetector, luma_thumbnails
+from vidllie.pipeline.temporal import TemporalSmoother
+from vidllie.pipeline.tiling import feather_ramp, tile_spans, tiled_forward
+
+H, W = 96, 160
+
+
+def micro_model(seed: int = 0, unshuffle: int = 2):
+    torch.manual_seed(seed)
+    config = ModelConfig(
+        name="micro",
+        restormer=RestormerConfig(dim=8, num_blocks=(1, 1, 1, 1), num_refinement_blocks=1, heads=(1, 1, 1, 1), pixel_unshuffle=unshuffle),
+        dino=DinoConfig(backbone=None),
+        guidance=GuidanceConfig(levels="none"),
+    )
+    return build_model(config)
+
+
+def scene(h: int = H, w: int = W) -> np.ndarray:
+    """A dark still scene with structure (float, 0..1)."""
+    yy, xx = np.meshgrid(np.linspace(0, 1, h), np.linspace(0, 1, w), indexing="ij")
+    img = np.stack([0.08 + 0.25 * xx, 0.08 + 0.15 * yy, 0.1 + 0.1 * xx * yy], axis=-1)
+    img += 0.05 * np.sin(xx * 37)[..., None] * (yy > 0.5)[..., None]
+    img[h // 4 : h // 2, w // 5 : w // 3] += 0.15  # a box: an edge the smoothing must keep
+    return img
+
+
+def to_u8(img: np.ndarray) -> np.ndarray:
+    return np.clip(np.rint(img * 255), 0, 255).astype(np.uint8)
+
+
+def mean_luma(frames: list[np.ndarray]) -> np.ndarray:
+    return np.array([f.astype(np.float64) @ np.array([0.299, 0.587, 0.114]) for f in frames]).mean(axis=(1, 2)) / 255
+
+
+def enhance(frames, temporal: float, batch_size: int = 4) -> list[np.ndarray]:
+    enhancer = Enhancer(micro_model(), device="cpu", temporal=temporal, batch_size=batch_size)
+    return list(enhancer.enhance_frames(iter(frames)))
+
+
+@pytest.fixture(scope="module")
+def jitter_clip() -> list[np.ndarray]:
+    """Static camera, sensor noise (sigma 5/255) and per-frame brightness jitter (+-10 %)."""
+    rng = np.random.default_rng(0)
+    base = scene()
+    gains = 1 + 0.1 * rng.standard_normal(32)
+    return [to_u8(base * g + rng.normal(0, 5 / 255, base.shape)) for g in gains]
+
+
+def test_static_clip_flicker_and_noise_are_reduced(jitter_clip):
+    off = enhance(jitter_clip, temporal=0.0)
+    on = enhance(jitter_clip, temporal=0.8)
+    assert len(on) == len(off) == len(jitter_clip)
+    flicker_off = np.diff(mean_luma(off)).std()
+    flicker_on = np.diff(mean_luma(on)).std()
+    # per-pixel temporal std (every pixel is static here), skipping the first frames (warm-up)
+    std_off = np.stack(off[4:]).astype(np.float64).std(axis=0).mean()
+    std_on = np.stack(on[4:]).astype(np.float64).std(axis=0).mean()
+    print(f"flicker {flicker_off:.5f} -> {flicker_on:.5f} ({flicker_off / flicker_on:.1f}x); "
+          f"pixel std {std_off:.2f} -> {std_on:.2f} ({std_off / std_on:.2f}x)")
+    assert flicker_off / flicker_on >= 3.0
+    assert std_off / std_on >= 2.0
+    # The stabiliser follows the average, it does not drift: mean brightness is kept.
+    assert abs(mean_luma(on).mean() - mean_luma(off).mean()) < 0.01
+
+
+def test_steady_source_gets_no_added_flicker():
+    """A moving-average deflicker adds flicker on a steady source; ours must not."""
+    rng = np.random.default_rng(1)
+    base = scene()
+    clip = [to_u8(base + rng.normal(0, 2 / 255, base.shape)) for _ in range(16)]
+    off, on = enhance(clip, 0.0), enhance(clip, 0.8)
+    assert np.diff(mean_luma(on)).std() <= np.diff(mean_luma(off)).std()
+
+
+def square_clip(n: int = 16, size: int = 24, step: int = 8, contrast: float = 0.7):
+    rng = np.random.default_rng(2)
+    frames, boxes = [], []
+    for t in range(n):
+        img = np.full((H, W, 3), 0.1) + rng.normal(0, 3 / 255, (H, W, 3))
+        x0, y0 = 8 + step * t, 36
+        img[y0 : y0 + size, x0 : x0 + size] += contrast
+        frames.append(to_u8(img))
+        boxes.append((y0, x0, size))
+    return frames, boxes
+
+
+def test_moving_square_leaves_no_ghost_trail():
+    frames, boxes = square_clip()
+    off, on = enhance(frames, 0.0), enhance(frames, 0.8)
+    worst = 0.0
+    for t in range(3, len(frames) - 1):
+        (y0, x0, s), (y1, x1, _) = boxes[t], boxes[t + 1]
+        left = np.zeros((H, W), bool)
+        left[y0 : y0 + s, x0 : x0 + s] = True
+        left[y1 : y1 + s, x1 : x1 + s] = False  # where the square was at t and is not at t+1
+        inside = np.zeros((H, W), bool)
+        inside[y1 : y1 + s, x1 : x1 + s] = True
+        lum_off = off[t + 1].astype(np.float64).mean(-1)
+        contrast = lum_off[inside].mean() - lum_off[left].mean()  # the square's contrast in the output
+        residual = np.abs(on[t + 1].astype(np.float64).mean(-1) - lum_off)[left].mean()
+        worst = max(worst, residual / contrast)
+    print(f"ghost residual one frame after the square left: {100 * worst:.2f} % of its contrast")
+    assert worst <= 0.05
+
+
+def test_scene_cut_resets_smoothing():
+    smoother = TemporalSmoother(0.8)
+    a = torch.full((1, 3, 32, 32), 0.2)
+    b = torch.full((1, 3, 32, 32), 0.21)  # a small change: static, would be blended
+    smoother(a)
+    blended = smoother(b)
+    smoother.reset()
+    smoother(a)
+    cut = smoother(b, cuts=[True])
+    assert not torch.allclose(blended, b)
+    assert torch.equal(cut, b)
+
+
+def test_scene_cut_detector_flags_the_cut_frame_only():
+    rng = np.random.default_rng(3)
+    a, b = scene(), scene()[::-1, ::-1] * 0.6 + 0.2
+    frames = [to_u8(a + rng.normal(0, 4 / 255, a.shape)) for _ in range(7)]
+    frames += [to_u8(b + rng.normal(0, 4 / 255, b.shape)) for _ in range(5)]
+    x = torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2).float() / 255
+    detector = SceneCutDetector(0.1)
+    flags = detector(luma_thumbnails(x[:4])) + detector(luma_thumbnails(x[4:]))  # across batches
+    assert [i for i, f in enumerate(flags) if f] == [7]
+
+
+# ---------------------------------------------------------------- tiling
+
+
+def test_tile_spans_cover_with_overlap_and_ramps_sum_to_one():
+    for length, tile, overlap, align in [(720, 256, 32, 16), (1280, 384, 32, 16), (1000, 512, 64, 8), (300, 512, 32, 8)]:
+        spans = tile_spans(length, tile, overlap, align)
+        assert spans[0][0] == 0 and spans[-1][1] == length
+        assert all(s % align == 0 for s, _ in spans)
+        total = torch.zeros(length)
+        for i, (s, e) in enumerate(spans):
+            total[s:e] += feather_ramp(spans, i)
+            if i:
+                assert spans[i - 1][1] - s >= overlap - align + 1
+        assert torch.allclose(total, torch.ones(length), atol=1e-6)
+
+
+def _column_steps(out: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+    """|step| of the column-mean (out - ref) error between neighbouring columns.
+
+    A seam is an offset shared by the rows along a tile edge: it survives the column mean (pixel
+    noise of the error averages out) and shows as a spike at the edge.
+    """
+    err = (out - ref)[0].mean(0).mean(0)  # (W,)
+    return (err[1:] - err[:-1]).abs()  # entry x-1: step between columns x-1 and x
+
+
+def _edges(length: int, tile: int, overlap: int, align: int) -> list[int]:
+    spans = tile_spans(length, tile, overlap, align)
+    return sorted({e for _, e in spans[:-1]} | {s for s, _ in spans[1:]})
+
+
+def test_tiling_is_exact_for_a_local_operator():
+    """Crops, padding margins and blending weights: a conv stack (receptive radius 8 px) gives
+    the same output tiled as whole; flat (unfeathered) weights would leave seams."""
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(*[torch.nn.Conv2d(3, 3, 5, padding=2) for _ in range(4)])
+    img = torch.rand(1, 3, 720, 1280)
+    with torch.inference_mode():
+        full = net(img)
+        tiled = tiled_forward(lambda t, g: net(t), img, 384, 32, align=16)
+        flat = tiled_forward(lambda t, g: net(t), img, 384, 32, align=16, feather=False)
+    peak = (full.max() - full.min()).item()
+    assert kornia.metrics.psnr(tiled, full, peak).item() >= 80.0
+    edges = _edges(1280, 384, 32, 16)
+    flat_steps = _column_steps(flat, full)
+    assert torch.stack([flat_steps[e - 1] for e in edges]).max() > 100 * flat_steps.median()
+
+
+@pytest.fixture(scope="module")
+def restormer_tiling():
+    """A random-init micro Restormer on a 1280x720 frame: whole vs tiled (384 px, overlap 32)."""
+    model = micro_model().eval().to(memory_format=torch.channels_last)
+    img = torch.from_numpy(scene(720, 1280)).permute(2, 0, 1)[None].float()
+    img = (img + 0.02 * torch.randn(img.shape, generator=torch.Generator().manual_seed(0))).clamp(0, 1)
+    img = img.contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        full = model(img).clamp(0, 1)
+        tiled = tiled_forward(lambda t, g: model(t), img, 384, 32, align=model.size_multiple).clamp(0, 1)
+    return full, tiled, model.size_multiple
+
+
+def test_tiled_restormer_has_no_seams(restormer_tiling):
+    full, tiled, align = restormer_tiling
+    steps = _column_steps(tiled, full)
+    at_edges = torch.stack([steps[e - 1] for e in _edges(1280, 384, 32, align)])
+    print(f"column step of the error at tile edges {at_edges.max().item():.2e}, typical {steps.median().item():.2e}")
+    assert at_edges.max() <= 3 * steps.median()
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "Restormer's MDTA attends over channels with statistics of the whole input, so a tile's output "
+    "depends on the tile's content, not only on its neighbourhood: ~37.3 dB here, with no seam. "
+    "Exact tiling needs frame-wide MDTA statistics from the model (reported)."))
+def test_tiled_restormer_matches_untiled_40db(restormer_tiling):
+    full, tiled, _ = restormer_tiling
+    psnr = kornia.metrics.psnr(tiled, full, 1.0).item()
+    print(f"tiled vs untiled micro Restormer, 1280x720: {psnr:.2f} dB")
+    assert psnr >= 40.0

@@ -1,0 +1,166 @@
+"""``vidllie`` command line (typer). Thin: parse options, call the library, report.
+
+Every command runs its body inside :func:`user_errors`, which turns a ``VidllieError`` into one
+line ``vidllie: error: ...`` on stderr and the error's exit code, and library warnings into
+``vidllie: warning: ...`` lines. New commands (info, train, eval, bench) are further
+``@app.command()`` functions following the same pattern.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sys
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from vidllie import __version__
+from vidllie.errors import VidllieError
+
+app = typer.Typer(
+    name="vidllie",
+    help="Video low-light enhancement: a DINO-guided Restormer with temporal smoothing.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _say(message: str) -> None:
+    typer.echo(message, err=True)
+
+
+@contextlib.contextmanager
+def user_errors() -> Iterator[None]:
+    """One line on stderr and the right exit code for user errors; warnings as one line too."""
+    previous = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ARG001
+        _say(f"vidllie: warning: {message}")
+
+    warnings.showwarning = show
+    try:
+        yield
+    except VidllieError as err:
+        _say(f"vidllie: error: {err}")
+        raise typer.Exit(err.exit_code) from None
+    except KeyboardInterrupt:
+        _say("vidllie: interrupted")
+        raise typer.Exit(130) from None
+    finally:
+        warnings.showwarning = previous
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"vidllie {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+) -> None:
+    """Video low-light enhancement."""
+
+
+class _Progress:
+    """tqdm bar fed from the encode thread: fps and ETA, or a plain count when the total is unknown."""
+
+    def __init__(self, name: str, quiet: bool) -> None:
+        self.name, self.quiet, self.bar = name, quiet, None
+
+    def __call__(self, done: int, total: int | None) -> None:
+        if self.quiet:
+            return
+        if self.bar is None:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, desc=self.name, unit="frame", dynamic_ncols=True, file=sys.stderr)
+        self.bar.update(done - self.bar.n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+@app.command()
+def enhance(
+    inputs: list[str] = typer.Argument(..., metavar="INPUT...", help="Video files, folders of videos, or stream URLs."),
+    output: Optional[Path] = typer.Option(None, "-o", "--output", help="Output file (one input) or folder (several). Default: <stem>_enhanced.<ext> beside each input."),
+    yes: bool = typer.Option(False, "-y", "--yes", help="Overwrite existing outputs."),
+    model: str = typer.Option("default", "--model", help="Checkpoint (.safetensors) or 'default' (the bundled model)."),
+    dino: Optional[str] = typer.Option(None, "--dino", help="DINO backbone hub id or folder for guided models; 'none' runs without guidance."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps."),
+    precision: str = typer.Option("auto", "--precision", help="auto, fp32, fp16 or bf16 (auto: fp16 on CUDA, fp32 otherwise)."),
+    batch_size: int = typer.Option(4, "--batch-size", min=1, help="Frames per model call."),
+    tile: Optional[int] = typer.Option(None, "--tile", min=0, help="Tile size in pixels (0 = never tile; default: automatic by device memory)."),
+    tile_overlap: int = typer.Option(32, "--tile-overlap", min=0, help="Overlap of neighbouring tiles, pixels (feathered)."),
+    codec: str = typer.Option("libx264", "--codec", help="Video encoder (libx264, libx265, ffv1, ...)."),
+    crf: int = typer.Option(18, "--crf", help="Quality for x264/x265 (lower = better)."),
+    preset: str = typer.Option("medium", "--preset", help="x264/x265 speed preset."),
+    pix_fmt: Optional[str] = typer.Option(None, "--pix-fmt", help="Output pixel format (default yuv420p; yuv420p10le for 10-bit)."),
+    start: Optional[str] = typer.Option(None, "--start", help="Start time: seconds or [hh:]mm:ss."),
+    end: Optional[str] = typer.Option(None, "--end", help="End time: seconds or [hh:]mm:ss."),
+    no_audio: bool = typer.Option(False, "--no-audio", help="Leave the audio out."),
+    temporal: float = typer.Option(0.8, "--temporal", min=0.0, max=1.0, help="Temporal smoothing strength, 0 = off."),
+    dino_cache: bool = typer.Option(True, "--dino-cache/--no-dino-cache", help="Reuse DINO features across similar frames."),
+    cache_threshold: float = typer.Option(0.02, "--cache-threshold", min=0.0, help="Max thumbnail difference to reuse DINO features."),
+    cache_max_age: int = typer.Option(30, "--cache-max-age", min=1, help="Max frames a key frame's DINO features are reused."),
+    compile: bool = typer.Option(False, "--compile", help="torch.compile the model (slow start, faster on long videos)."),
+    stats_json: Optional[Path] = typer.Option(None, "--stats-json", help="Write per-stage timings, fps, cache hit rate, memory and versions here."),
+    quiet: bool = typer.Option(False, "-q", "--quiet", help="No progress bar or summary."),
+) -> None:
+    """Enhance videos; audio is copied unchanged, timestamps are kept."""
+    with user_errors():
+        from vidllie.pipeline.enhancer import Enhancer
+        from vidllie.pipeline.jobs import parse_time, plan_jobs
+
+        jobs = plan_jobs(inputs, output)
+        t0, t1 = parse_time(start), parse_time(end)
+        try:
+            enhancer = Enhancer(
+                model, dino=dino, device=device, precision=precision, batch_size=batch_size,
+                tile=tile, tile_overlap=tile_overlap, temporal=temporal, dino_cache=dino_cache,
+                cache_threshold=cache_threshold, cache_max_age=cache_max_age, compile=compile,
+            )
+        except ValueError as err:
+            raise typer.BadParameter(str(err)) from None
+        runs, failed = [], 0
+        for job in jobs:
+            progress = _Progress(Path(job.src).name, quiet)
+            try:
+                if job.dst.exists() and not yes:
+                    from vidllie.errors import OutputError
+
+                    raise OutputError(f"{job.dst} exists; pass -y to overwrite")
+                stats = enhancer.enhance_video(
+                    job.src, job.dst, start=t0, end=t1, codec=codec, crf=crf, preset=preset,
+                    pix_fmt=pix_fmt, audio=not no_audio, overwrite=yes, progress=progress,
+                )
+            except VidllieError as err:
+                progress.close()
+                if len(jobs) == 1:
+                    raise
+                _say(f"vidllie: error: {err}")
+                failed = failed or err.exit_code
+                continue
+            progress.close()
+            runs.append(stats)
+            if not quiet:
+                cache = stats["dino_cache"]
+                hit = f", DINO cache {100 * cache['hit_rate']:.0f}% reused" if cache and cache["hit_rate"] is not None else ""
+                _say(f"{job.dst}: {stats['frames']} frames, {stats['fps']:.2f} fps{hit}")
+        if stats_json is not None and runs:
+            data = runs[0] if len(jobs) == 1 else {"runs": runs}
+            stats_json.write_text(json.dumps(data, indent=2) + "\n")
+        if failed:
+            raise typer.Exit(failed)
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,136 @@
+"""Causal, motion-adaptive temporal smoothing of enhanced frames (kornia ops).
+
+Per-frame enhancement flickers: the global brightness pumps and the noise crawls. Two stages fix
+that without the failures of the usual filters (a moving-average deflicker adds flicker on a
+steady source; a fixed temporal denoiser leaves ghost trails behind moving objects):
+
+1. Brightness stabiliser: the frame's brightness relative to the previous output is measured as
+   the *median* log-ratio over a coarse luma grid (moving objects in less than half the cells do
+   not move it), and the frame is scaled so its brightness follows a slow exponential average. A
+   steady source gets a gain of 1 (nothing added); a real change is followed within a few frames.
+2. Recursive blending with the previous output, per pixel: weight ``max_weight`` where the
+   (Gaussian-blurred) luma difference is below ``low``, 0 above ``high`` (motion), linear between.
+   Moving content therefore takes the current frame and leaves no trail.
+
+State (previous output, frame size) carries across batches; a scene cut resets it::
+
+    smoother = TemporalSmoother(strength=0.8)
+    out = smoother(frames, cuts=[False] * len(frames))   # frames (T, 3, H, W) in [0, 1]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import kornia
+import torch
+from torch import nn
+
+# Grid on which the brightness ratio is measured (cells along the long side).
+_GRID = 32
+# Floor added to luma before taking log-ratios: keeps near-black cells from dominating.
+_EPS = 0.02
+
+
+def luma(x: torch.Tensor) -> torch.Tensor:
+    """(B, 3, H, W) RGB -> (B, 1, H, W) luma."""
+    return kornia.color.rgb_to_grayscale(x)
+
+
+def motion_weight(
+    current: torch.Tensor,
+    previous: torch.Tensor,
+    max_weight: float,
+    *,
+    sigma: float = 2.0,
+    low: float = 0.02,
+    high: float = 0.06,
+) -> torch.Tensor:
+    """Per-pixel weight of ``previous`` in the blend: ``max_weight`` where static, 0 where moving.
+
+    The *signed* luma difference is blurred before taking its magnitude, so sensor noise averages
+    out (a 2-px Gaussian cuts it about 7x) while a real change survives.
+
+    Example:
+        >>> a = torch.rand(1, 3, 64, 64)
+        >>> motion_weight(a, a, 0.7).max().item()
+        0.7...
+    """
+    if current.shape != previous.shape or current.ndim != 4 or current.shape[1] != 3:
+        raise ValueError(f"need two (B, 3, H, W) tensors of one shape, got {tuple(current.shape)} and {tuple(previous.shape)}")
+    k = 2 * int(3 * sigma + 0.5) + 1
+    diff = kornia.filters.gaussian_blur2d(luma(current) - luma(previous), (k, k), (sigma, sigma)).abs()
+    moving = ((diff - low) / (high - low)).clamp(0.0, 1.0)
+    return max_weight * (1.0 - moving)
+
+
+def log_brightness_ratio(current: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    """Median over a coarse grid of ``log(luma(current) / luma(reference))``: (B,) tensor.
+
+    The median makes it a global exposure measure that local motion does not move.
+    """
+    h, w = current.shape[-2:]
+    scale = _GRID / max(h, w)
+    size = (max(1, round(h * scale)), max(1, round(w * scale)))
+    a = kornia.geometry.transform.resize(luma(current), size, antialias=True)
+    b = kornia.geometry.transform.resize(luma(reference), size, antialias=True)
+    ratio = torch.log((a + _EPS) / (b + _EPS))
+    return ratio.flatten(1).median(dim=1).values
+
+
+class TemporalSmoother(nn.Module):
+    """Stateful wrapper: brightness stabiliser + motion-adaptive recursive blend.
+
+    ``strength`` in [0, 1]: 0 passes frames through; the blend weight on static pixels is
+    ``0.9 * strength`` and the brightness follows its average with rate ``1 - 0.9 * strength``.
+    """
+
+    def __init__(
+        self, strength: float = 0.8, *, sigma: float = 2.0, low: float = 0.02, high: float = 0.06
+    ) -> None:
+        super().__init__()
+        if not 0.0 <= strength <= 1.0:
+            raise ValueError(f"temporal strength must be in [0, 1], got {strength}")
+        if not 0.0 <= low < high:
+            raise ValueError(f"need 0 <= low < high, got {low}, {high}")
+        self.strength = float(strength)
+        self.sigma, self.low, self.high = sigma, low, high
+        self.previous: torch.Tensor | None = None
+
+    @property
+    def enabled(self) -> bool:
+        return self.strength > 0
+
+    def reset(self) -> None:
+        """Forget the previous output (new stream, scene cut)."""
+        self.previous = None
+
+    def forward(self, frames: torch.Tensor, cuts: Sequence[bool] | None = None) -> torch.Tensor:
+        """(T, 3, H, W) consecutive frames in [0, 1] -> smoothed frames (float32).
+
+        ``cuts[i]`` True means frame i starts a new scene: smoothing restarts there.
+        """
+        if frames.ndim != 4 or frames.shape[1] != 3:
+            raise ValueError(f"frames must be (T, 3, H, W), got {tuple(frames.shape)}")
+        if cuts is not None and len(cuts) != frames.shape[0]:
+            raise ValueError(f"got {len(cuts)} cut flags for {frames.shape[0]} frames")
+        frames = frames.float()
+        if not self.enabled:
+            return frames
+        max_weight = 0.9 * self.strength
+        rate = 1.0 - 0.9 * self.strength  # how fast brightness follows the input
+        out = torch.empty_like(frames)
+        for i in range(frames.shape[0]):
+            frame = frames[i : i + 1]
+            prev = self.previous
+            if prev is None or prev.shape != frame.shape or (cuts is not None and cuts[i]):
+                prev = None
+            if prev is not None:
+                # Exposure step: out brightness = rate * input + (1 - rate) * previous (log domain).
+                gain = torch.exp(-(1.0 - rate) * log_brightness_ratio(frame, prev))
+                frame = (frame * gain.view(-1, 1, 1, 1)).clamp(0.0, 1.0)
+                weight = motion_weight(frame, prev, max_weight, sigma=self.sigma, low=self.low, high=self.high)
+                frame = torch.lerp(frame, prev, weight)
+            out[i : i + 1] = frame
+            self.previous = frame.clone()  # own copy: the caller may reuse or modify `frames`
+        return out
