@@ -218,6 +218,20 @@ def test_dino_loads_by_hub_id_from_the_cache_offline(tmp_path, monkeypatch, dino
     assert all(torch.equal(a, b) for a, b in zip(cached(x), local(x)))
 
 
+def test_dino_features_backpropagate_to_the_input(dinov3_dir):
+    # For perceptual losses: finite gradients to the frames, also at 0 and below (x**0.4 has an
+    # infinite slope at 0), none to the frozen backbone; forward() itself records no graph.
+    dino = DinoGuide(tiny_config(dinov3_dir).dino)
+    x = frames(1).clone()
+    x[..., :4, :4] = 0.0
+    x[..., 4:8, :4] = -0.1
+    x.requires_grad_(True)
+    assert not any(m.requires_grad for m in dino(x))
+    sum(m.square().mean() for m in dino.features(x)).backward()
+    assert torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
+    assert all(p.grad is None for p in dino.parameters())
+
+
 def test_missing_dino_weights_give_one_clear_line(tmp_path, dinov3_dir):
     with pytest.raises(WeightsError) as err:
         DinoGuide(tiny_config(str(tmp_path / "no-such-folder")).dino)

@@ -29,6 +29,7 @@ from vidllie.models.configuration import DinoConfig
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+GAMMA_FLOOR = 1e-4  # darkest value fed to the gamma curve (0.4: maps to 0.025, slope finite)
 # model_type values of the backbones we know how to read tokens from.
 SUPPORTED_MODEL_TYPES = ("dinov3_vit", "dinov2", "dinov2_with_registers")
 
@@ -162,7 +163,9 @@ class DinoGuide(nn.Module):
     def preprocess(self, x: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) in [0, 1] -> (B, 3, h*p, w*p) normalised, at DINO's resolution."""
         h, w = x.shape[-2:]
-        x = x.float().clamp(0.0, 1.0)  # gamma of a negative value is NaN
+        # x**gamma is NaN below 0 and has an infinite slope at 0: clamp just above 0 so the
+        # gradient stays finite when a training loss backpropagates through DINO.
+        x = x.float().clamp(GAMMA_FLOOR, 1.0)
         if self.config.gamma != 1.0:
             # DINO was trained on well-exposed photos: lift the shadows so the tokens see content.
             x = kornia.enhance.adjust_gamma(x, self.config.gamma)
@@ -186,7 +189,12 @@ class DinoGuide(nn.Module):
 
     @torch.no_grad()
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """(B, 3, H, W) in [0, 1] -> one (B, C_dino, h, w) map per configured layer."""
+        """(B, 3, H, W) in [0, 1] -> one (B, C_dino, h, w) map per configured layer (no autograd:
+        guidance features are constants; a perceptual loss uses :meth:`features`)."""
+        return self.features(x)
+
+    def features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """:meth:`forward` with autograd: gradients flow to ``x`` (the backbone stays frozen)."""
         pixels = self.preprocess(x)
         dtype = next(self.backbone.parameters()).dtype
         b = pixels.shape[0]
