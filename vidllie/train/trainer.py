@@ -540,7 +540,7 @@ def train(config: str | Path | dict, resume: bool = False, *, overrides: dict | 
     summary = {"name": cfg["name"], "status": status, "step": step, "steps": total, "train_time_s": round(elapsed, 1),
                "best_val_psnr": best if math.isfinite(best) else None, "device": str(device), "hardware": hardware,
                "final_loss": float(loss.detach()) if step and "loss" in locals() else None}
-    if status == "finished":
+    if status in ("finished", "time_limit"):
         save_model(eval_model, out_dir / "final_ema.safetensors", {"step": step, "train_time_s": round(elapsed, 1)})
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary

@@ -1,0 +1,178 @@
+"""Train, export and check the bundled default model (vidllie/weights/default.safetensors).
+
+    python scripts/train_default.py train                 # = python -m vidllie.train.trainer --config configs/train/default.yaml
+    python scripts/train_default.py pairs                 # held-out synthetic pairs -> runs/heldout (scripts/make_pairs.py)
+    python scripts/train_default.py export                # EMA weights of runs/default -> vidllie/weights/default.safetensors
+    python scripts/train_default.py evaluate              # table + JSON on runs/heldout -> runs/default/eval_heldout.{json,txt}
+    python scripts/train_default.py realclip              # frame 300 of ../shared/media/night_dashcam.mp4, before/after
+
+Reads ../shared at run time; nothing from it is copied into the repo.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import platform
+import sys
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIG = REPO / "configs" / "train" / "default.yaml"
+RUN = REPO / "runs" / "default"
+HELDOUT = REPO / "runs" / "heldout"
+WEIGHTS = REPO / "vidllie" / "weights" / "default.safetensors"
+CLIP = REPO.parent / "shared" / "media" / "night_dashcam.mp4"
+
+
+def cmd_train(args) -> int:
+    from vidllie.train.trainer import train
+
+    print(json.dumps(train(CONFIG, resume=args.resume), indent=2))
+    return 0
+
+
+def cmd_pairs(args) -> int:
+    sys.path.insert(0, str(REPO / "scripts"))
+    import make_pairs
+
+    return make_pairs.main([str(REPO.parent / "shared" / "images"), str(HELDOUT), "--split", "val",
+                            "--degradation", str(CONFIG)])
+
+
+def cmd_export(args) -> int:
+    """EMA weights from the last training checkpoint (no selection on the held-out split)."""
+    from safetensors import safe_open
+
+    from vidllie.models import ModelConfig, build_model, save_model
+    from vidllie.train.datasets import split_images
+    from vidllie.train.trainer import load_train_config
+
+    cfg = load_train_config(CONFIG)
+    ckpt = RUN / "checkpoint.safetensors"
+    with safe_open(str(ckpt), "pt") as f:
+        meta = f.metadata()
+        ema = {k[4:]: f.get_tensor(k) for k in f.keys() if k.startswith("ema.")}
+    info = json.loads(meta["info"])
+    model = build_model(ModelConfig.from_dict(json.loads(meta["model_config"])))
+    model.load_state_dict(ema)
+    train_paths, held_out = split_images(REPO.parent / "shared" / "images", cfg["data"]["val_fraction"])
+    evaluation = json.loads((RUN / "eval_heldout.json").read_text()) if (RUN / "eval_heldout.json").is_file() else None
+    metadata = {
+        "description": "vidllie bundled default: tiny-unguided Restormer (no DINO guidance: no DINO weights were available), "
+                       "EMA weights, trained on synthetic low-light pairs",
+        "data": f"synthetic pairs on the fly from ../shared/images (BSDS500 train+test, CamVid, CSun_Hays80, road): "
+                f"{len(train_paths)} training images; {len(held_out)} held out (MD5 of the relative path < 10 %), never trained on",
+        "degradation": cfg["data"]["degradation"],
+        "crop": cfg["data"]["crop"], "batch_size": cfg["data"]["batch_size"],
+        "steps": int(meta["step"]), "steps_planned": cfg["steps"],
+        "train_time_s": round(float(info["elapsed_s"]), 1),
+        "hardware": f"{info['hardware']} ({platform.machine()} CPU shared with other jobs, no GPU)",
+        "exported": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%MZ"),
+    }
+    if evaluation is not None:
+        m = evaluation["methods"]["model"]
+        metadata["val_heldout"] = {"images": evaluation["count"], "psnr": round(m["psnr"], 3), "ssim": round(m["ssim"], 4),
+                                   "psnr_gt_mean": round(m["psnr_gt_mean"], 3), "ssim_gt_mean": round(m["ssim_gt_mean"], 4)}
+    out = Path(args.out) if args.out else WEIGHTS
+    save_model(model.eval(), out, metadata)
+    print(f"wrote {out} ({out.stat().st_size / 1e6:.2f} MB), step {meta['step']}")
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from vidllie.train.evaluate import evaluate, format_table
+
+    model = args.model or str(WEIGHTS)
+    results = evaluate(model, HELDOUT, progress=True, json_path=RUN / "eval_heldout.json")
+    table = format_table(results)
+    (RUN / "eval_heldout.txt").write_text(table + "\n")
+    print(table)
+    return 0
+
+
+def _frames(path: Path, indices: set[int]) -> dict[int, torch.Tensor]:
+    """Selected frames of a video as (3, H, W) float RGB, BT.709 limited range -> full-range RGB."""
+    import av
+    from av.video.reformatter import ColorRange, Colorspace
+
+    out = {}
+    with av.open(str(path)) as container:
+        for i, frame in enumerate(container.decode(video=0)):
+            if i in indices:
+                rgb = frame.reformat(format="rgb24", src_colorspace=Colorspace.ITU709, src_color_range=ColorRange.MPEG).to_ndarray()
+                out[i] = torch.from_numpy(rgb).permute(2, 0, 1).float() / 255.0
+            if i >= max(indices):
+                break
+    return out
+
+
+def cmd_realclip(args) -> int:
+    import kornia
+
+    from vidllie.models import load_model
+    from vidllie.ops import linear_to_srgb, luma, srgb_to_linear
+    from vidllie.train.datasets import save_image
+
+    model = load_model(args.model or str(WEIGHTS))
+    indices = set(range(290, 311))
+    frames = _frames(CLIP, indices)
+    stats = {"clip": CLIP.name, "frame": 300, "model": str(args.model or WEIGHTS.relative_to(REPO))}
+    outs = {}
+    with torch.inference_mode():
+        for i in sorted(frames):
+            outs[i] = model(frames[i][None]).clamp(0, 1)[0]
+    before, after = frames[300][None], outs[300][None]
+    stats["mean_luma_before"] = round(float(luma(before).mean()) * 255, 2)
+    stats["mean_luma_after"] = round(float(luma(after).mean()) * 255, 2)
+    stats["mean_rgb_before"] = [round(float(v) * 255, 2) for v in before.mean(dim=(0, 2, 3))]
+    stats["mean_rgb_after"] = [round(float(v) * 255, 2) for v in after.mean(dim=(0, 2, 3))]
+    dark = luma(after) < 0.25
+    stats["mean_rgb_after_shadows"] = [round(float(after[:, c : c + 1][dark].mean()) * 255, 2) for c in range(3)]
+    # noise: high-frequency energy of the output vs the input brightened by a plain linear-light gain to the same mean
+    lin = srgb_to_linear(before)
+    target = float(luma(after).mean())
+    lo, hi = 1.0, 256.0
+    for _ in range(40):  # bisection on the gain so the gained input has the output's mean luma
+        mid = (lo * hi) ** 0.5
+        lo, hi = (mid, hi) if float(luma(linear_to_srgb((lin * mid).clamp(0, 1))).mean()) < target else (lo, mid)
+    gained = linear_to_srgb((lin * lo).clamp(0, 1))
+    hf = lambda x: float(kornia.filters.laplacian(luma(x), 3).abs().mean()) * 255
+    stats["gain_matched_input_gain"] = round(lo, 2)
+    stats["highfreq_gained_input"] = round(hf(gained), 3)
+    stats["highfreq_model"] = round(hf(after), 3)
+    series = [float(luma(outs[i][None]).mean()) * 255 for i in sorted(outs)]
+    diffs = [b - a for a, b in zip(series, series[1:])]
+    stats["frames_290_310_mean_luma_after"] = [round(v, 2) for v in series]
+    stats["frames_290_310_std_of_luma_change"] = round(float(torch.tensor(diffs).std()), 3)
+    docs = REPO / "docs" / "images"
+    save_image(docs / "night_frame300_before", before[0])
+    save_image(docs / "night_frame300_after", after[0])
+    stats["png_bytes"] = {p.name: p.stat().st_size for p in sorted(docs.glob("night_frame300_*.png"))}
+    (RUN / "realclip.json").write_text(json.dumps(stats, indent=2))
+    print(json.dumps(stats, indent=2))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    p = sub.add_parser("train")
+    p.add_argument("--resume", action="store_true")
+    sub.add_parser("pairs")
+    p = sub.add_parser("export")
+    p.add_argument("--out", default=None)
+    for name in ("evaluate", "realclip"):
+        p = sub.add_parser(name)
+        p.add_argument("--model", default=None, help="checkpoint (default: the bundled weights)")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(1)
+    return {"train": cmd_train, "pairs": cmd_pairs, "export": cmd_export, "evaluate": cmd_evaluate,
+            "realclip": cmd_realclip}[args.cmd](args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
