@@ -451,3 +451,33 @@ def test_bundled_default_loads():
     with torch.no_grad():
         out = model(torch.full((1, 3, 48, 64), 0.03))
     assert out.shape == (1, 3, 48, 64) and float(out.mean()) > 0.03
+
+
+def test_guided_training_with_dino_loss_and_lora_resumes_exactly(tiny_dinov3, tmp_path):
+    """A DINO-guided model, the DINO contrastive loss and LoRA adapters, interrupted and resumed."""
+    pytest.importorskip("peft")
+    from safetensors.torch import load_file
+
+    images = make_image_folder(tmp_path / "imgs", 6)
+    model = {
+        "name": "test-guided",
+        "restormer": dict(TINY["restormer"]),
+        "dino": {"backbone": str(tiny_dinov3), "hidden_size": 64, "patch_size": 16, "layers": [2, 4], "short_side": 32},
+        "guidance": {"levels": "latent", "mode": "modulation", "dim": 8, "dropout": 0.5},
+    }
+
+    def config(out):
+        cfg = _config(images, out, steps=4)
+        cfg.update(model=model, loss={"dino": 0.1, "dino_layers": [0, 1], "dino_weights": [0.5, 1.0]},
+                   dino={"lora": {"r": 2, "alpha": 4, "lr": 1e-3}})
+        return cfg
+
+    train(config(tmp_path / "a"))
+    train(config(tmp_path / "b"), stop_after=2)
+    train(config(tmp_path / "b"), resume=True)
+    a, b = load_file(str(tmp_path / "a" / "checkpoint.safetensors")), load_file(str(tmp_path / "b" / "checkpoint.safetensors"))
+    lora = [k for k in a if k.startswith("dino.") and "lora_B" in k]
+    assert lora and any(a[k].abs().sum() > 0 for k in lora)  # the adapters trained (B starts at 0)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    header = (tmp_path / "a" / "train_log.csv").read_text().splitlines()[0]
+    assert "dino" in header.split(",")

@@ -167,14 +167,15 @@ def format_table(results: dict[str, Any]) -> str:
     Example:
         >>> r = {"data": "d", "count": 1, "methods": {"model": {"psnr": 25.0, "ssim": 0.8,
         ...      "psnr_gt_mean": 27.0, "ssim_gt_mean": 0.82}}}
-        >>> print(format_table(r).splitlines()[2])
-        model    25.00   0.8000     27.00     0.8200
+        >>> print("\\n".join(format_table(r).splitlines()[1:]))
+        method     PSNR    SSIM  PSNR-GTm  SSIM-GTm
+        model     25.00  0.8000     27.00    0.8200
     """
     lines = [
         f"{results['data']}: {results['count']} image pairs (GT-mean = output rescaled to the GT's mean luma)",
-        f"{'method':<8} {'PSNR':>5} {'SSIM':>8} {'PSNR-GTm':>9} {'SSIM-GTm':>9}",
+        f"{'method':<8} {'PSNR':>6} {'SSIM':>7} {'PSNR-GTm':>9} {'SSIM-GTm':>9}",
     ]
     for method, m in results["methods"].items():
         fmt = lambda v, w, d: f"{v:>{w}.{d}f}" if math.isfinite(v) else f"{'inf':>{w}}"
-        lines.append(f"{method:<8} {fmt(m['psnr'], 5, 2)} {fmt(m['ssim'], 8, 4)} {fmt(m['psnr_gt_mean'], 9, 2)} {fmt(m['ssim_gt_mean'], 10, 4)}")
+        lines.append(f"{method:<8} {fmt(m['psnr'], 6, 2)} {fmt(m['ssim'], 7, 4)} {fmt(m['psnr_gt_mean'], 9, 2)} {fmt(m['ssim_gt_mean'], 9, 4)}")
     return "\n".join(lines)
