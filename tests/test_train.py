@@ -35,6 +35,15 @@ TINY = {
 PLAIN = dict(cast_prob=0.0, defocus_prob=0.0, motion_prob=0.0, chroma_bias_prob=0.0, h264_prob=0.0)
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """These tensors are tiny: on shared cores a second OpenMP thread only adds barrier waits."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def scene(b: int = 2, h: int = 64, w: int = 64, seed: int = 0) -> torch.Tensor:
     """Smooth, natural-looking test images (low-frequency colour fields + edges) in [0, 1]."""
     g = torch.Generator().manual_seed(seed)
@@ -481,3 +490,30 @@ def test_guided_training_with_dino_loss_and_lora_resumes_exactly(tiny_dinov3, tm
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     header = (tmp_path / "a" / "train_log.csv").read_text().splitlines()[0]
     assert "dino" in header.split(",")
+
+
+def test_sigterm_saves_a_checkpoint(tmp_path, monkeypatch):
+    import os
+    import signal
+
+    from vidllie.train import trainer as trainer_mod
+
+    images = make_image_folder(tmp_path / "imgs", 6)
+    calls = {"n": 0}
+    original = trainer_mod.SyntheticPairs.batch
+
+    def term_on_third(self, g):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return original(self, g)
+
+    monkeypatch.setattr(trainer_mod.SyntheticPairs, "batch", term_on_third)
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(KeyboardInterrupt):
+        train(_config(images, tmp_path / "run", steps=10))
+    assert signal.getsignal(signal.SIGTERM) is before  # handler restored
+    from safetensors import safe_open
+
+    with safe_open(str(tmp_path / "run" / "checkpoint.safetensors"), "pt") as f:
+        assert int(f.metadata()["step"]) in (2, 3)

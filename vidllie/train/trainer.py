@@ -19,6 +19,8 @@ import json
 import math
 import os
 import platform
+import signal
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -345,7 +347,7 @@ def train(config: str | Path | dict, resume: bool = False, *, overrides: dict | 
 
     ``resume`` continues exactly from ``output_dir/checkpoint.safetensors``. ``stop_after`` ends
     the run (with a checkpoint) after that global step without changing the schedule — what an
-    interruption does. Ctrl-C saves a checkpoint, then re-raises ``KeyboardInterrupt``.
+    interruption does. Ctrl-C (or SIGTERM) saves a checkpoint, then raises ``KeyboardInterrupt``.
 
     Example:
         >>> summary = train("configs/train/default.yaml")          # doctest: +SKIP
@@ -467,6 +469,7 @@ def train(config: str | Path | dict, resume: bool = False, *, overrides: dict | 
     bar = tqdm(total=total, initial=step, desc=cfg["name"], unit="step", disable=not cfg["progress"],
                mininterval=10.0, dynamic_ncols=True)
     status = "finished"
+    previous_sigterm = _sigterm_as_interrupt()
     window_t, window_n = time.perf_counter(), 0
     try:
         while step < total:
@@ -534,6 +537,8 @@ def train(config: str | Path | dict, resume: bool = False, *, overrides: dict | 
         raise
     finally:
         bar.close()
+        if previous_sigterm is not None:
+            signal.signal(signal.SIGTERM, previous_sigterm)
     checkpoint()
     logs.close()
     ema.copy_to(eval_model)
@@ -544,6 +549,18 @@ def train(config: str | Path | dict, resume: bool = False, *, overrides: dict | 
         save_model(eval_model, out_dir / "final_ema.safetensors", {"step": step, "train_time_s": round(elapsed, 1)})
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
+
+
+def _sigterm_as_interrupt():
+    """In the main thread, make SIGTERM behave like Ctrl-C (checkpoint, then stop): background runs
+    (``nohup ... &``) ignore SIGINT. Returns the previous handler, or None if not installed."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def handler(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    return signal.signal(signal.SIGTERM, handler)
 
 
 def _model_config(data: dict):
