@@ -517,3 +517,64 @@ def test_sigterm_saves_a_checkpoint(tmp_path, monkeypatch):
 
     with safe_open(str(tmp_path / "run" / "checkpoint.safetensors"), "pt") as f:
         assert int(f.metadata()["step"]) in (2, 3)
+
+
+def _write_video(path: Path, frames: int = 6) -> None:
+    import av
+
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264", rate=25)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        stream.options = {"crf": "10"}
+        for i in range(frames):
+            img = np.full((48, 64, 3), 30 + 30 * i, np.uint8)
+            for p in stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                out.mux(p)
+        for p in stream.encode(None):
+            out.mux(p)
+
+
+@pytest.mark.parametrize("backend", ["decord", "pyav"])
+def test_video_window_reads_consecutive_frames(tmp_path, backend, monkeypatch):
+    import builtins
+
+    from vidllie.train.datasets import read_video_window, video_frame_count
+
+    if backend == "decord":
+        pytest.importorskip("decord")
+    else:
+        real_import = builtins.__import__
+
+        def no_decord(name, *args, **kwargs):
+            if name == "decord":
+                raise ImportError("decord hidden for the test")
+            return real_import(name, *args, **kwargs)
+
+        monkeypatch.setattr(builtins, "__import__", no_decord)
+    path = tmp_path / "clip.mp4"
+    _write_video(path)
+    assert video_frame_count(path) == 6
+    window = read_video_window(path, 2, 3)
+    assert window.shape == (3, 3, 48, 64) and window.dtype == torch.uint8
+    means = window.float().mean(dim=(1, 2, 3))
+    assert means.tolist() == pytest.approx([90, 120, 150], abs=4)
+    with pytest.raises(InputError):
+        read_video_window(path, 5, 3)
+
+
+def test_trainer_with_clips_adds_the_temporal_term(tmp_path):
+    images = make_image_folder(tmp_path / "imgs", 6)
+    seq = tmp_path / "frames" / "seq"
+    base = scene(1, 64, 80, seed=2)[0]
+    for t in range(5):
+        save_image(seq / f"{t:05d}", base.roll(2 * t, -1))
+    _write_video(tmp_path / "clip.mp4")
+    cfg = _config(images, tmp_path / "run", steps=2)
+    cfg["data"]["clips"] = {"frame_dirs": [str(seq.parent / "seq")], "videos": [str(tmp_path / "clip.mp4")],
+                            "stills": True, "frames": 3, "crop": 32, "batch_size": 2, "every": 1}
+    cfg["loss"] = {"temporal": 1.0}
+    train(cfg)
+    rows = (tmp_path / "run" / "train_log.csv").read_text().splitlines()
+    header = rows[0].split(",")
+    assert "temporal" in header
+    assert all(float(r.split(",")[header.index("temporal")]) > 0 for r in rows[1:])

@@ -75,12 +75,17 @@ def clahe_baseline(low: torch.Tensor, clip_limit: float = CLAHE_CLIP, grid_size:
 
 
 def model_fn(model, device: str | torch.device = "cpu", dino=None) -> Callable[[torch.Tensor], torch.Tensor]:
-    """Wrap a model (or a checkpoint name/path, ``default`` included) as ``low -> output``."""
+    """Wrap a model (or a checkpoint name/path, ``default`` included) as ``low -> output``; a
+    guided model without ``dino`` loads the backbone its config names."""
     if isinstance(model, (str, Path)):
         from vidllie.models import load_model
 
         model = load_model(model)
     model = model.to(device).eval()
+    if dino is None and getattr(model.config, "guided", False):
+        from vidllie.models.dino import DinoGuide  # WeightsError (one line) when DINO is unavailable
+
+        dino = DinoGuide(model.config.dino).to(device)
 
     @torch.inference_mode()
     def run(low: torch.Tensor) -> torch.Tensor:
