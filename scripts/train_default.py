@@ -130,6 +130,9 @@ def cmd_realclip(args) -> int:
     stats["mean_luma_after"] = round(float(luma(after).mean()) * 255, 2)
     stats["mean_rgb_before"] = [round(float(v) * 255, 2) for v in before.mean(dim=(0, 2, 3))]
     stats["mean_rgb_after"] = [round(float(v) * 255, 2) for v in after.mean(dim=(0, 2, 3))]
+    for name, img in (("before", before), ("after", after)):
+        q = torch.quantile(luma(img).flatten(), torch.tensor([0.01, 0.05, 0.5]))
+        stats[f"luma_p1_p5_p50_{name}"] = [round(float(v) * 255, 2) for v in q]
     dark = luma(after) < 0.25
     stats["mean_rgb_after_shadows"] = [round(float(after[:, c : c + 1][dark].mean()) * 255, 2) for c in range(3)]
     # noise: high-frequency energy of the output vs the input brightened by a plain linear-light gain to the same mean
