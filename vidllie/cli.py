@@ -19,7 +19,7 @@ from typing import Optional
 import typer
 
 from vidllie import __version__
-from vidllie.errors import VidllieError
+from vidllie.errors import OutputError, VidllieError
 
 app = typer.Typer(
     name="vidllie",
@@ -135,8 +135,6 @@ def enhance(
             progress = _Progress(Path(job.src).name, quiet)
             try:
                 if job.dst.exists() and not yes:
-                    from vidllie.errors import OutputError
-
                     raise OutputError(f"{job.dst} exists; pass -y to overwrite")
                 stats = enhancer.enhance_video(
                     job.src, job.dst, start=t0, end=t1, codec=codec, crf=crf, preset=preset,
@@ -157,7 +155,10 @@ def enhance(
                 _say(f"{job.dst}: {stats['frames']} frames, {stats['fps']:.2f} fps{hit}")
         if stats_json is not None and runs:
             data = runs[0] if len(jobs) == 1 else {"runs": runs}
-            stats_json.write_text(json.dumps(data, indent=2) + "\n")
+            try:
+                stats_json.write_text(json.dumps(data, indent=2) + "\n")
+            except OSError as err:
+                raise OutputError(f"cannot write --stats-json {stats_json}: {err.strerror}") from None
         if failed:
             raise typer.Exit(failed)
 

@@ -176,7 +176,7 @@ def _report(enhancer: Enhancer, e2e, model_only, source, synthetic, width, heigh
     macs = model_macs(config, height, width) if config is not None else None
     dino_frame_macs = dino_macs(enhancer.dino, height, width) if enhancer.dino is not None else 0
     cache = e2e.get("dino_cache")
-    dino_runs = cache["computed"] if cache else 0
+    dino_runs = cache["misses"] if cache else 0
     net_seconds = stages.get("model", {}).get("seconds", 0.0) + stages.get("dino", {}).get("seconds", 0.0)
     total_macs = (macs or 0) * n + dino_frame_macs * dino_runs
     efficiency = e2e["fps"] / model_only["fps"] if model_only["fps"] else None
