@@ -253,8 +253,10 @@ def test_oom_at_batch_one_falls_back_to_tiles(micro_path):
         return original(x, *args, **kwargs)
 
     enhancer.model.forward = forward
-    with pytest.warns(UserWarning, match="tiling frames into 160 px tiles"):
+    with pytest.warns(UserWarning) as warned:
         got = list(enhancer.enhance_frames(frames))
+    messages = [str(w.message) for w in warned]
+    assert messages == ["out of memory on cpu: batch size lowered to 1", "out of memory on cpu: tiling frames into 160 px tiles"]
     assert len(got) == 3 and all(g.shape == (256, 320, 3) for g in got)
     want = _reference(micro_path, frames, batch_size=1)
     for a, b in zip(got, want):  # same model, tiled: close (see the tiling tests for seams)

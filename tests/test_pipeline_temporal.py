@@ -15,7 +15,8 @@ from vidllie.models import DinoConfig, GuidanceConfig, ModelConfig, RestormerCon
 from vidllie.pipeline.enhancer import Enhancer
 from vidllie.pipeline.scene import SceneCutDetector, luma_thumbnails
 from vidllie.pipeline.temporal import TemporalSmoother
-from vidllie.pipeline.tiling import feather_ramp, tile_spans, tiled_forward
+from vidllie.models.dino import dino_grid
+from vidllie.pipeline.tiling import crop_guidance, feather_ramp, tile_spans, tiled_forward
 
 H, W = 96, 160
 
@@ -221,3 +222,25 @@ def test_tiled_restormer_matches_untiled_40db(restormer_tiling):
     psnr = kornia.metrics.psnr(tiled, full, 1.0).item()
     print(f"tiled vs untiled micro Restormer, 1280x720: {psnr:.2f} dB")
     assert psnr >= 40.0
+
+
+def test_guidance_is_resampled_onto_each_tiles_own_dino_grid():
+    """A map whose value is the frame x (and y) of each DINO patch centre: after cropping, every
+    tile cell must hold the frame position of its own centre on the tile's DINO grid."""
+    h, w, short, patch = 720, 1280, 448, 16
+    grid = lambda hh, ww: dino_grid(hh, ww, short, patch)  # noqa: E731
+    rows, cols, valid_r, valid_c = grid(h, w)
+    ys = (torch.arange(rows) + 0.5) * h / valid_r
+    xs = (torch.arange(cols) + 0.5) * w / valid_c
+    maps = [torch.stack(torch.meshgrid(ys, xs, indexing="ij"))[None]]  # (1, 2, rows, cols): (y, x)
+    for y0, y1, x0, x1 in [(0, 352, 0, 352), (304, 720, 928, 1280), (160, 512, 400, 1000)]:
+        (crop,) = crop_guidance(maps, (h, w), (y0, y1, x0, x1), grid)
+        rt, ct, vrt, vct = grid(y1 - y0, x1 - x0)
+        assert crop.shape == (1, 2, rt, ct)
+        want_y = y0 + (torch.arange(rt) + 0.5) * (y1 - y0) / vrt
+        want_x = x0 + (torch.arange(ct) + 0.5) * (x1 - x0) / vct
+        # inside the frame's patch-centre range the map is linear, so bilinear sampling is exact
+        iy = (want_y >= ys[0]) & (want_y <= ys[-1])
+        ix = (want_x >= xs[0]) & (want_x <= xs[-1])
+        assert torch.allclose(crop[0, 0, iy, 0], want_y[iy], atol=1e-2)
+        assert torch.allclose(crop[0, 1, 0, ix], want_x[ix], atol=1e-2)
