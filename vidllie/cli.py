@@ -112,6 +112,7 @@ def enhance(
     cache_threshold: float = typer.Option(0.02, "--cache-threshold", min=0.0, help="Max thumbnail difference to reuse DINO features."),
     cache_max_age: int = typer.Option(30, "--cache-max-age", min=1, help="Max frames a key frame's DINO features are reused."),
     compile: bool = typer.Option(False, "--compile", help="torch.compile the model (slow start, faster on long videos)."),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="Torch CPU threads (default: all cores but one, which is left to decoding/encoding)."),
     stats_json: Optional[Path] = typer.Option(None, "--stats-json", help="Write per-stage timings, fps, cache hit rate, memory and versions here."),
     quiet: bool = typer.Option(False, "-q", "--quiet", help="No progress bar or summary."),
 ) -> None:
@@ -127,6 +128,7 @@ def enhance(
                 model, dino=dino, device=device, precision=precision, batch_size=batch_size,
                 tile=tile, tile_overlap=tile_overlap, temporal=temporal, dino_cache=dino_cache,
                 cache_threshold=cache_threshold, cache_max_age=cache_max_age, compile=compile,
+                threads=threads,
             )
         except ValueError as err:
             raise typer.BadParameter(str(err)) from None
