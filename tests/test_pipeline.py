@@ -400,3 +400,14 @@ def test_dino_cache_max_age_and_threshold(guided_path):
     strict = Enhancer(guided_path, device="cpu", batch_size=4, cache_threshold=0.0)
     list(strict.enhance_frames(frames))
     assert strict.cache.key_frames == list(range(12))  # every noisy frame differs a little
+
+
+def test_bundled_default_model_enhances_frames():
+    from importlib import resources
+
+    if not (Path(str(resources.files("vidllie"))) / "weights" / "default.safetensors").is_file():
+        pytest.skip("the bundled default model is not in this checkout yet")
+    enhancer = Enhancer(device="cpu", dino="none", batch_size=2)  # model="default"
+    frames = noisy(scene(64, 96) * 0.3, 3)
+    out = list(enhancer.enhance_frames(frames))
+    assert len(out) == 3 and all(o.shape == (64, 96, 3) and o.dtype == np.uint8 for o in out)
