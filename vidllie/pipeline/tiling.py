@@ -1,4 +1,9 @@
-"""Tiled inference with feathered blending, for frames too large for the device.
+"""Independent tiles with feathered blending: the last-resort fallback for frames too large.
+
+The pipeline tiles Restormer models exactly with :func:`vidllie.models.chunked.chunked_forward`
+(same output as untiled); independent tiles are only approximate for them (MDTA's attention uses
+statistics of its whole input, ~37 dB on 1280x720) and are used when even the chunked path's
+full-frame stage maps do not fit, or for models that are not Restormers.
 
 Tiles overlap; inside an overlap the two tiles' outputs are blended with complementary linear
 ramps (they sum to one), so the result changes smoothly from one tile to the next and no seam
