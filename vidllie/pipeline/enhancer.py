@@ -12,8 +12,12 @@ from batch to batch, so a stream is enhanced as one sequence::
         show(out)                                    # (H, W, 3) uint8, same order
     stats = enhancer.enhance_video("night.mp4", "night_enhanced.mp4")
 
-On an out-of-memory error the same frames are retried with half the batch, then with tiles of
-decreasing size; no frame is ever dropped, and if nothing fits a ``DeviceError`` is raised.
+Tiling is exact: a large frame runs through the model in spatial chunks
+(:func:`vidllie.models.chunked.chunked_forward`) with frame-wide attention statistics, so the
+output equals the untiled one. On an out-of-memory error the same frames are retried with half the
+batch, then in chunks of decreasing size, and, when even the frame's stage maps do not fit, in
+independent feathered tiles (approximate, no seams); no frame is ever dropped, and if nothing fits
+a ``DeviceError`` is raised.
 """
 
 from __future__ import annotations
@@ -26,7 +30,6 @@ import re
 import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -34,6 +37,8 @@ import torch
 from torch import nn
 
 from vidllie.errors import DeviceError, WeightsError
+from vidllie.models.chunked import chunked_forward
+from vidllie.models.guided_restormer import GuidedRestormer
 from vidllie.pipeline.device import (
     autocast,
     device_name,
@@ -60,6 +65,10 @@ MIN_TILE = 128  # below this the overlaps dominate; an OOM here is reported inst
 # Rough peak activation memory of the network per pixel at its working resolution, in units of
 # (dim x element size): Restormer's level-1 GDFN holds ~2 x 2.66 x 2*dim channels plus skips.
 _ACTIVATION_FACTOR = 40
+# What chunked execution still holds for the whole frame, same units: the C-channel stage maps and
+# skips (level 1: enc1, the 2*dim decoder input and output, the upsampled map; deeper levels add
+# about half of that again).
+_CHUNKED_MAP_FACTOR = 12
 _MEMORY_FRACTION = 0.5  # share of the device memory the automatic pixel budget may plan for
 
 ENHANCER_OPTIONS = (
@@ -137,9 +146,13 @@ class Enhancer:
         device: ``auto|cpu|cuda|cuda:N|mps``.
         precision: ``auto|fp32|fp16|bf16`` (autocast; auto = fp16 on CUDA, fp32 elsewhere).
         batch_size: frames per model call.
-        tile: tile size in pixels; ``None`` = automatic (tiles only when a frame exceeds the
-            device's pixel budget, CUDA/MPS), ``0`` = never tile.
-        tile_overlap: overlap of neighbouring tiles (feathered), pixels.
+        tile: tile (chunk) size in pixels; ``None`` = automatic (tiles only when a frame exceeds
+            the device's pixel budget, CUDA/MPS), ``0`` = never tile. Tiling is exact for
+            Restormer models: every block runs chunk by chunk with frame-wide attention
+            statistics (:func:`~vidllie.models.chunked.chunked_forward`), so the output equals the
+            untiled one and only memory changes. Independent feathered tiles (approximate) are
+            the fallback when even that does not fit, and the mode for other models.
+        tile_overlap: overlap of neighbouring independent tiles (feathered fallback), pixels.
         temporal: temporal smoothing strength in [0, 1]; 0 turns it off.
         dino_cache, cache_threshold, cache_max_age: DINO key-frame cache (see ``DinoCache``).
         scene_cut_threshold: thumbnail difference that counts as a scene cut (resets smoothing
@@ -210,6 +223,9 @@ class Enhancer:
         # Adapted on out-of-memory errors and kept for the rest of the run.
         self._max_batch = batch_size
         self._oom_tile: int | None = None
+        # Exact chunked tiling until the frame's stage maps alone do not fit (or the model is not
+        # a Restormer); then independent feathered tiles.
+        self._feathered = not isinstance(self.model, GuidedRestormer)
         self.oom_retries = 0
         self._frame_size: tuple[int, int] | None = None
 
@@ -248,7 +264,8 @@ class Enhancer:
             self.cache.reset()
         self._frame_size = None
 
-    def _reset_run_stats(self) -> None:
+    def reset_stats(self) -> None:
+        """Start new run statistics: stage timers, cut and OOM counts, cache hits, memory peaks."""
         self.timer = StageTimer(self.device)
         self.cuts.cuts = 0
         self.oom_retries = 0
@@ -276,8 +293,13 @@ class Enhancer:
         else:
             stacked = np.stack(images)
             x = torch.from_numpy(stacked.view(np.int16) if wide else stacked).to(self.device)
+        return self.to_float(x)
+
+    def to_float(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, H, W, 3) uint8 (or uint16 carried as int16 bits) on the device -> (B, 3, H, W)
+        float32 in [0, 1], converted on the device."""
         x = x.permute(0, 3, 1, 2)  # a free view, and already channels-last in memory
-        if wide:
+        if x.dtype == torch.int16:
             x = x.to(torch.int32).bitwise_and_(0xFFFF).float().div_(65535.0)
         else:
             x = x.float().div_(255.0)
@@ -365,6 +387,8 @@ class Enhancer:
             self._max_batch = max(1, budget // (h * w))
         if h * w <= budget:
             return None
+        if h * w * _CHUNKED_MAP_FACTOR > budget * _ACTIVATION_FACTOR:
+            self._feathered = True  # even the chunked path's full-frame maps exceed the budget
         side = int(math.sqrt(budget)) // self.align * self.align
         return max(MIN_TILE, side)
 
@@ -373,6 +397,11 @@ class Enhancer:
             return self._model_fn(t, guidance=g) if g is not None else self._model_fn(t)
 
         with autocast(self.device, self.dtype):
+            if tile and tile >= max(x.shape[-2:]):
+                return fn(x, guidance).float()  # one tile: the plain forward is the same thing
+            if tile and not self._feathered:
+                # Exact: the same output as untiled, in the memory of the stage maps + one chunk.
+                return chunked_forward(self.model, x, guidance, chunk=tile).float()
             if tile:
                 grid = None
                 if self.config is not None and guidance is not None:
@@ -412,13 +441,21 @@ class Enhancer:
             return
         current = tile or max(h, w)
         smaller = (current // 2) // self.align * self.align
-        if smaller < MIN_TILE or smaller <= 3 * self.tile_overlap:
+        too_small = smaller < MIN_TILE or smaller <= 3 * self.tile_overlap
+        if too_small and tile and not self._feathered:
+            # Small chunks still failed: the frame's full-size stage maps are what does not fit.
+            # Last resort, independent tiles (each holds only its own maps), from half the frame.
+            self._feathered = True
+            smaller = (max(h, w) // 2) // self.align * self.align
+            too_small = smaller < MIN_TILE or smaller <= 3 * self.tile_overlap
+        if too_small:
             raise DeviceError(
                 f"out of memory on {self.device} even with one frame in tiles of {current} px; "
                 "try --device cpu, --precision fp16 or a smaller model"
             )
         self._oom_tile = smaller
-        warnings.warn(f"out of memory on {self.device}: tiling frames into {smaller} px tiles", UserWarning, stacklevel=4)
+        kind = "independent tiles (approximate)" if self._feathered else "chunks (exact)"
+        warnings.warn(f"out of memory on {self.device}: tiling frames into {smaller} px {kind}", UserWarning, stacklevel=4)
 
     # ------------------------------------------------------------------ one batch
     def process_batch(
@@ -445,6 +482,16 @@ class Enhancer:
         with torch.inference_mode(), torch_threads(self.threads):
             with timer.stage("upload", n):
                 x = self._upload(images)
+            y = self.compute(x)
+            with timer.stage("download", n):
+                return self._download(y, wide)
+
+    def compute(self, x: torch.Tensor) -> torch.Tensor:
+        """The device work on a batch already on the device: scene check, DINO (through the
+        cache), model, smoothing. (B, 3, H, W) in [0, 1] -> (B, 3, H, W) in [0, 1]; keeps the
+        stream state. ``vidllie bench`` times this alone as "model-only"."""
+        n, timer = x.shape[0], self.timer
+        with torch.inference_mode(), torch_threads(self.threads):
             with timer.stage("scene", n):
                 thumbs = luma_thumbnails(x)
                 cuts = self.cuts(thumbs)
@@ -455,9 +502,7 @@ class Enhancer:
             with timer.stage("model", n):
                 y = self._infer(x, guidance)
             with timer.stage("smoothing", n):
-                y = self.smoother(y.clamp_(0.0, 1.0), cuts)
-            with timer.stage("download", n):
-                return self._download(y, wide)
+                return self.smoother(y.clamp_(0.0, 1.0), cuts)
 
     # ------------------------------------------------------------------ public API
     def enhance_frames(self, frames: Iterable[np.ndarray], *, reset: bool = True) -> Iterator[np.ndarray]:
@@ -507,21 +552,23 @@ class Enhancer:
         overwrite: bool = False,
         progress: Callable[[int, int | None], None] | None = None,
         queue_size: int = 8,
+        max_frames: int | None = None,
     ) -> dict[str, Any]:
         """Enhance a video file (or URL) into ``dst``; returns the stats dict.
 
         Audio and other passthrough streams are copied unchanged; per-frame timestamps are kept
         (``start``/``end`` in seconds trim, and the output then starts at 0). The output appears
         under ``dst`` only when complete. ``progress(frames_done, total_or_None)`` is called at
-        the start and after every batch written.
+        the start and after every batch written. ``max_frames`` stops after that many frames
+        (audio stops with them).
         """
         from vidllie.pipeline.streaming import run_stream
         from vidllie.video import VideoReader, VideoWriter
 
         self.reset()
-        self._reset_run_stats()
+        self.reset_stats()
         t_start = time.perf_counter()
-        with VideoReader(src, start=start, end=end) as reader:
+        with VideoReader(src, start=start, end=end, max_frames=max_frames) as reader:
             info = reader.info
             offset = info.start_time if (start or end is not None) else 0.0
             writer = VideoWriter(
@@ -545,10 +592,12 @@ class Enhancer:
                 # 16-bit frames for >8-bit input or output: the writer takes both for any pix_fmt.
                 return self.process_batch(images, wide_output=out_wide)
 
-            counts = run_stream(
-                reader.stream(), writer, process, batch_size=self.batch_size, timer=self.timer,
-                queue_size=queue_size, progress=on_written,
-            )
+            # Set torch's thread count once for the run: resizing its pool per batch costs ~10 ms.
+            with torch_threads(self.threads):
+                counts = run_stream(
+                    reader.stream(), writer, process, batch_size=self.batch_size, timer=self.timer,
+                    queue_size=queue_size, progress=on_written,
+                )
         wall = time.perf_counter() - t_start
         stats = self.stats(wall_seconds=wall, frames=counts.frames_out)
         stats.update(
