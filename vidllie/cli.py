@@ -98,8 +98,8 @@ def enhance(
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps."),
     precision: str = typer.Option("auto", "--precision", help="auto, fp32, fp16 or bf16 (auto: fp16 on CUDA, fp32 otherwise)."),
     batch_size: int = typer.Option(4, "--batch-size", min=1, help="Frames per model call."),
-    tile: Optional[int] = typer.Option(None, "--tile", min=0, help="Tile size in pixels (0 = never tile; default: automatic by device memory)."),
-    tile_overlap: int = typer.Option(32, "--tile-overlap", min=0, help="Overlap of neighbouring tiles, pixels (feathered)."),
+    tile: Optional[int] = typer.Option(None, "--tile", min=0, help="Tile size in pixels (0 = never tile; default: automatic by device memory). Tiling is exact: the model runs in chunks of this size with frame-wide attention, same output as untiled, less memory."),
+    tile_overlap: int = typer.Option(32, "--tile-overlap", min=0, help="Overlap of independent feathered tiles, pixels (only the out-of-memory last resort uses them)."),
     codec: str = typer.Option("libx264", "--codec", help="Video encoder (libx264, libx265, ffv1, ...)."),
     crf: int = typer.Option(18, "--crf", help="Quality for x264/x265 (lower = better)."),
     preset: str = typer.Option("medium", "--preset", help="x264/x265 speed preset."),
@@ -156,13 +156,104 @@ def enhance(
                 hit = f", DINO cache {100 * cache['hit_rate']:.0f}% reused" if cache and cache["hit_rate"] is not None else ""
                 _say(f"{job.dst}: {stats['frames']} frames, {stats['fps']:.2f} fps{hit}")
         if stats_json is not None and runs:
-            data = runs[0] if len(jobs) == 1 else {"runs": runs}
-            try:
-                stats_json.write_text(json.dumps(data, indent=2) + "\n")
-            except OSError as err:
-                raise OutputError(f"cannot write --stats-json {stats_json}: {err.strerror}") from None
+            _write_json(stats_json, runs[0] if len(jobs) == 1 else {"runs": runs})
         if failed:
             raise typer.Exit(failed)
+
+
+@app.command()
+def info(
+    model: str = typer.Argument("default", help="Checkpoint, 'default', or a variant name (tiny, small, restormer, ...)."),
+    size: str = typer.Option("640x360", "--size", help="Frame size for the MACs count, WxH."),
+    dino: Optional[str] = typer.Option(None, "--dino", help="DINO backbone id/folder to count its frozen parameters; 'none' skips it."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+) -> None:
+    """Parameters (trainable/frozen), MACs per frame, DINO backbone and injection levels."""
+    with user_errors():
+        from vidllie.models.info import describe, format_info
+        from vidllie.pipeline.bench import parse_size
+
+        width, height = parse_size(size)
+        use_dino: object = False if (dino or "").lower() == "none" else dino
+        d = describe(model, height=height, width=width, dino=use_dino)
+        typer.echo(json.dumps(d, indent=2, default=str) if as_json else format_info(d))
+
+
+@app.command()
+def bench(
+    input: Optional[str] = typer.Argument(None, metavar="[INPUT]", help="Video to benchmark on (or use --synthetic)."),
+    synthetic: Optional[str] = typer.Option(None, "--synthetic", help="Generate a night-like WxH clip (e.g. 1280x720, 4k) instead."),
+    model: str = typer.Option("default", "--model", help="Checkpoint or 'default'."),
+    dino: Optional[str] = typer.Option(None, "--dino", help="DINO backbone id/folder; 'none' runs without guidance."),
+    frames: int = typer.Option(300, "--frames", min=1, help="Frames timed end to end (after the warm-up)."),
+    warmup: Optional[int] = typer.Option(None, "--warmup", min=0, help="Warm-up frames (default: two batches)."),
+    batch_size: int = typer.Option(4, "--batch-size", min=1),
+    device: str = typer.Option("auto", "--device"),
+    precision: str = typer.Option("auto", "--precision", help="auto, fp32, fp16 or bf16."),
+    dino_cache: str = typer.Option("on", "--dino-cache", help="on or off."),
+    temporal: float = typer.Option(0.8, "--temporal", min=0.0, max=1.0),
+    tile: Optional[int] = typer.Option(None, "--tile", min=0),
+    codec: str = typer.Option("libx264", "--codec"),
+    crf: int = typer.Option(18, "--crf"),
+    preset: str = typer.Option("medium", "--preset"),
+    compile: bool = typer.Option(False, "--compile"),
+    json_path: Optional[Path] = typer.Option(None, "--json", help="Write the full report as JSON here."),
+    quiet: bool = typer.Option(False, "-q", "--quiet", help="No table on stdout."),
+) -> None:
+    """Frame-rate benchmark of the real pipeline with a per-stage breakdown."""
+    with user_errors():
+        from vidllie.errors import InputError
+        from vidllie.pipeline.bench import format_report, run_bench
+
+        if dino_cache not in ("on", "off"):
+            raise InputError(f"--dino-cache must be on or off, got {dino_cache!r}")
+        r = run_bench(
+            input, synthetic=synthetic, model=model, dino=dino, frames=frames, warmup=warmup,
+            batch_size=batch_size, device=device, precision=precision, dino_cache=dino_cache == "on",
+            temporal=temporal, tile=tile, codec=codec, crf=crf, preset=preset, compile=compile,
+        )
+        if json_path is not None:
+            _write_json(json_path, r)
+        if not quiet:
+            typer.echo(format_report(r))
+
+
+@app.command()
+def train(
+    config: Path = typer.Option(..., "--config", help="Training config YAML (see configs/train/)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue exactly from the run's last checkpoint."),
+) -> None:
+    """Train a model (checkpoints every N steps and on Ctrl-C; exact resume)."""
+    with user_errors():
+        from vidllie.train.trainer import train as run_training
+
+        summary = run_training(config, resume=resume)
+        typer.echo(json.dumps(summary, indent=2, default=str))
+
+
+@app.command("eval")
+def evaluate(
+    data: Path = typer.Argument(..., help="Paired folder with low/ and high/ (matched by file name)."),
+    model: str = typer.Option("default", "--model", help="Checkpoint or 'default'."),
+    dino: Optional[str] = typer.Option(None, "--dino", help="DINO backbone for guided models ('none' = unguided)."),
+    device: str = typer.Option("cpu", "--device"),
+    limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Score only the first N pairs."),
+    json_path: Optional[Path] = typer.Option(None, "--json", help="Write per-image and mean scores here."),
+) -> None:
+    """PSNR/SSIM (plain and GT-mean) of a model and the gamma/CLAHE baselines on a paired folder."""
+    with user_errors():
+        from vidllie.train.evaluate import evaluate as run_eval
+        from vidllie.train.evaluate import format_table
+
+        results = run_eval(model, data, device=device, dino=dino, limit=limit, json_path=json_path)
+        typer.echo(format_table(results))
+
+
+def _write_json(path: Path, data: dict) -> None:
+    try:
+        path.write_text(json.dumps(data, indent=2, default=str) + "\n")
+    except OSError as err:
+        raise OutputError(f"cannot write {path}: {err.strerror}") from None
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ import torch
 
 from vidllie.errors import InputError
 from vidllie.pipeline.device import peak_host_rss, synchronize
-from vidllie.pipeline.enhancer import Enhancer, _versions
+from vidllie.pipeline.enhancer import Enhancer, _versions, torch_threads
 from vidllie.pipeline.timing import STAGES
 
 # Stages run by each thread of the streaming loop: the slowest thread bounds the throughput.
@@ -73,28 +73,41 @@ def _read_frames(source: str, n: int) -> list[np.ndarray]:
 
 
 def _model_only(enhancer: Enhancer, images: list[np.ndarray]) -> dict[str, Any]:
-    """Device compute on frames already resident on the device, once in order; fps and stages."""
+    """Device compute on frames already resident on the device, in order; fps and stages.
+
+    Short runs are repeated (up to 3 times or 10 s) and the fastest is kept: the best the
+    compute can do, so the efficiency ratio is not flattered by a slow model-only sample. Every
+    repeat starts from reset state (cache, smoothing, timers), so nothing carries over.
+    """
     bs = enhancer.batch_size
     # (B, H, W, 3) integer batches on the device; conversion to float is part of the timed compute.
     batches = [
         torch.from_numpy(np.stack(images[i : i + bs])).to(enhancer.device) for i in range(0, len(images), bs)
     ]
     synchronize(enhancer.device)
-    enhancer.reset()
-    enhancer.reset_stats()
-    t0 = time.perf_counter()
-    with torch.inference_mode():
-        for batch in batches:
-            enhancer.compute(enhancer.to_float(batch))
-    synchronize(enhancer.device)
-    seconds = time.perf_counter() - t0
-    return {
-        "frames": len(images),
-        "seconds": round(seconds, 4),
-        "fps": round(len(images) / seconds, 3),
-        "stages": enhancer.timer.summary(),
-        "dino_cache": enhancer.cache.stats() if enhancer.cache is not None else None,
-    }
+    best: dict[str, Any] | None = None
+    spent, repeats = 0.0, 0
+    while repeats < 3 and (repeats == 0 or spent < 10.0):
+        enhancer.reset()
+        enhancer.reset_stats()
+        t0 = time.perf_counter()
+        with torch.inference_mode(), torch_threads(enhancer.threads):
+            for batch in batches:
+                enhancer.compute(enhancer.to_float(batch))
+        synchronize(enhancer.device)
+        seconds = time.perf_counter() - t0
+        spent += seconds
+        repeats += 1
+        if best is None or seconds < best["seconds"]:
+            best = {
+                "frames": len(images),
+                "seconds": round(seconds, 4),
+                "fps": round(len(images) / seconds, 3),
+                "stages": enhancer.timer.summary(),
+                "dino_cache": enhancer.cache.stats() if enhancer.cache is not None else None,
+            }
+    best["repeats"] = repeats
+    return best
 
 
 def run_bench(
@@ -188,7 +201,7 @@ def _report(enhancer: Enhancer, e2e, model_only, source, synthetic, width, heigh
         "frames": n,
         "warmup_frames": warmup,
         "end_to_end": {"fps": e2e["fps"], "seconds": e2e["wall_seconds"], "frames": n},
-        "model_only": {k: model_only[k] for k in ("fps", "seconds", "frames")},
+        "model_only": {k: model_only[k] for k in ("fps", "seconds", "frames", "repeats")},
         "pipeline_efficiency": None if efficiency is None else round(efficiency, 4),
         "stages": {s: stages[s] for s in STAGES if s in stages},
         "threads_busy_seconds": threads,
@@ -211,7 +224,7 @@ def _report(enhancer: Enhancer, e2e, model_only, source, synthetic, width, heigh
             "tile": e2e["tile"], "tile_overlap": e2e["tile_overlap"], "temporal": e2e["temporal"],
             "dino_cache": enhancer.cache is not None and enhancer.cache.enabled,
             "codec": e2e["video"]["codec"], "crf": e2e["video"]["crf"], "preset": e2e["video"]["preset"],
-            "torch_threads": torch.get_num_threads(),
+            "torch_threads": e2e.get("torch_threads"),
         },
         "versions": _versions(),
     }
@@ -220,6 +233,8 @@ def _report(enhancer: Enhancer, e2e, model_only, source, synthetic, width, heigh
 def format_report(r: dict[str, Any]) -> str:
     """A plain-text table of a :func:`run_bench` result."""
     src = r["input"] or f"synthetic {r['synthetic']}"
+    hit = r["dino_cache_hit_rate"]
+    hit_text = "n/a (no DINO)" if hit is None else f"{hit:.3f}"
     lines = [
         f"vidllie bench: {src} ({r['width']}x{r['height']}, {r['frames']} frames after {r['warmup_frames']} warm-up)",
         f"device {r['device']} ({r['device_name']}), precision {r['settings']['precision']}, "
@@ -238,7 +253,7 @@ def format_report(r: dict[str, Any]) -> str:
         "",
         "busy seconds per thread: " + ", ".join(f"{k} {v:.2f}" for k, v in r["threads_busy_seconds"].items()),
         f"bound by: {r['bound_by']} (slowest stage: {r['slowest_stage']})",
-        f"DINO cache hit rate: {'n/a (no DINO)' if r['dino_cache_hit_rate'] is None else f'{r['dino_cache_hit_rate']:.3f}'}",
+        f"DINO cache hit rate: {hit_text}",
         f"MACs/frame: {r['macs_per_frame'] / 1e9:.2f} G; achieved {r['achieved_tflops']} TFLOP/s (counted MACs x 2)",
         f"peak host RSS {r['peak_host_rss_mb']} MB; peak device memory "
         f"{r['peak_device_memory_mb'] if r['peak_device_memory_mb'] is not None else 'n/a'} MB",

@@ -1,0 +1,5 @@
+"""``python -m vidllie`` = the ``vidllie`` command."""
+
+from vidllie.cli import app
+
+app(prog_name="vidllie")
