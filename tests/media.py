@@ -231,3 +231,29 @@ def with_subtitles(src: str | Path, dst: str | Path,
                 out.mux(p)
     srt.unlink()
     return dst
+
+
+# ---------------------------------------------------------------- probes (plain PyAV, no vidllie)
+def audio_packets(path: str | Path) -> list[list[bytes]]:
+    """Payload of every audio packet, per audio stream in order."""
+    with av.open(str(path)) as c:
+        streams = list(c.streams.audio)
+        out: dict[int, list[bytes]] = {s.index: [] for s in streams}
+        if streams:
+            for p in c.demux(*streams):
+                if p.size:
+                    out[p.stream_index].append(bytes(p))
+        return [out[s.index] for s in streams]
+
+
+def video_times(path: str | Path) -> list[float]:
+    """Presentation time of every decoded frame, seconds."""
+    with av.open(str(path)) as c:
+        return [float(f.pts * f.time_base) for f in c.decode(video=0)]
+
+
+def video_packet_times(path: str | Path) -> list[float]:
+    """Presentation times of every video packet (no decoding, edit-list-hidden ones included)."""
+    with av.open(str(path)) as c:
+        v = c.streams.video[0]
+        return sorted(float(p.pts * p.time_base) for p in c.demux(v) if p.size)

@@ -15,44 +15,17 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from media import make_clip
+from conftest import micro_config
+from media import audio_packets, make_clip, video_packet_times, video_times
 from vidllie.cli import app
-from vidllie.models import DinoConfig, GuidanceConfig, ModelConfig, RestormerConfig, build_model, save_model
+from vidllie.models import build_model, save_model
 
 FAST = ["--preset", "ultrafast"]
 
 
-def audio_packets(path: Path) -> list[list[bytes]]:
-    with av.open(str(path)) as c:
-        streams = list(c.streams.audio)
-        out: dict[int, list[bytes]] = {s.index: [] for s in streams}
-        for p in c.demux(*streams):
-            if p.size:
-                out[p.stream_index].append(bytes(p))
-        return [out[s.index] for s in streams]
-
-
-def video_times(path: Path) -> list[float]:
-    with av.open(str(path)) as c:
-        return [float(f.pts * f.time_base) for f in c.decode(video=0)]
-
-
-def video_packet_times(path: Path) -> list[float]:
-    """Presentation times of every video packet (no decoding; edit-list-hidden ones included)."""
-    with av.open(str(path)) as c:
-        v = c.streams.video[0]
-        return sorted(float(p.pts * p.time_base) for p in c.demux(v) if p.size)
-
-
 def micro(path: Path, unshuffle: int = 2) -> Path:
     torch.manual_seed(0)
-    config = ModelConfig(
-        name="micro",
-        restormer=RestormerConfig(dim=8, num_blocks=(1, 1, 1, 1), num_refinement_blocks=1, heads=(1, 1, 1, 1), pixel_unshuffle=unshuffle),
-        dino=DinoConfig(backbone=None),
-        guidance=GuidanceConfig(levels="none"),
-    )
-    return save_model(build_model(config), path)
+    return save_model(build_model(micro_config(unshuffle)), path)
 
 
 @pytest.fixture(scope="module")

@@ -11,15 +11,13 @@ import itertools
 import time
 from pathlib import Path
 
-import av
 import kornia
 import numpy as np
 import pytest
 import torch
 
-from media import make_clip
+from media import audio_packets, make_clip, video_times
 from vidllie.errors import DeviceError, OutputError
-from vidllie.models import DinoConfig, GuidanceConfig, ModelConfig, RestormerConfig, build_model, save_model
 from vidllie.pipeline import streaming
 from vidllie.pipeline.enhancer import Enhancer, enhance_video
 from vidllie.video import Frame, VideoReader, VideoWriter
@@ -28,38 +26,8 @@ FAST = {"preset": "ultrafast"}
 
 
 # ---------------------------------------------------------------- helpers (plain PyAV)
-def audio_packets(path: Path) -> list[list[bytes]]:
-    with av.open(str(path)) as c:
-        streams = list(c.streams.audio)
-        out: dict[int, list[bytes]] = {s.index: [] for s in streams}
-        for p in c.demux(*streams):
-            if p.size:
-                out[p.stream_index].append(bytes(p))
-        return [out[s.index] for s in streams]
-
-
-def video_times(path: Path) -> list[float]:
-    with av.open(str(path)) as c:
-        return [float(f.pts * f.time_base) for f in c.decode(video=0)]
-
-
 def files_in(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.iterdir())
-
-
-def micro_config(unshuffle: int = 2) -> ModelConfig:
-    return ModelConfig(
-        name="micro",
-        restormer=RestormerConfig(dim=8, num_blocks=(1, 1, 1, 1), num_refinement_blocks=1, heads=(1, 1, 1, 1), pixel_unshuffle=unshuffle),
-        dino=DinoConfig(backbone=None),
-        guidance=GuidanceConfig(levels="none"),
-    )
-
-
-@pytest.fixture(scope="session")
-def micro_path(tmp_path_factory) -> Path:
-    torch.manual_seed(0)
-    return save_model(build_model(micro_config()), tmp_path_factory.mktemp("models") / "micro.safetensors")
 
 
 @pytest.fixture(scope="module")
@@ -345,36 +313,6 @@ def test_enhance_frames_rejects_bad_frames(micro_path):
 
 
 # ---------------------------------------------------------------- DINO feature cache
-
-DINO_HIDDEN = 32
-
-
-@pytest.fixture(scope="session")
-def guided_path(tmp_path_factory) -> Path:
-    """Guided micro model + tiny random DINOv3 (from_pretrained path), guidance made non-zero."""
-    from transformers import DINOv3ViTConfig, DINOv3ViTModel
-
-    torch.manual_seed(0)
-    folder = tmp_path_factory.mktemp("dinov3")
-    DINOv3ViTModel(DINOv3ViTConfig(
-        hidden_size=DINO_HIDDEN, num_hidden_layers=4, num_attention_heads=2, intermediate_size=64,
-        patch_size=16, num_register_tokens=4,
-    )).save_pretrained(folder)
-    config = ModelConfig(
-        name="micro-guided",
-        restormer=RestormerConfig(dim=8, num_blocks=(1, 1, 1, 1), num_refinement_blocks=1, heads=(1, 1, 2, 2), pixel_unshuffle=2),
-        dino=DinoConfig(backbone=str(folder), hidden_size=DINO_HIDDEN, patch_size=16, layers=(2, 4), short_side=64),
-        guidance=GuidanceConfig(levels="latent", dim=16),
-    )
-    model = build_model(config)
-    # Zero-initialised guidance would make cached and uncached outputs trivially equal.
-    g = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for block in model.guidance.blocks.values():
-            for p in block.proj_out.parameters():
-                p.copy_(torch.randn(p.shape, generator=g) * 0.3)
-    return save_model(model, tmp_path_factory.mktemp("guided") / "guided.safetensors")
-
 
 def _count_dino(enhancer: Enhancer) -> list[int]:
     calls: list[int] = []

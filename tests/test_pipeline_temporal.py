@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from vidllie.models import DinoConfig, GuidanceConfig, ModelConfig, RestormerConfig, build_model
+from conftest import micro_config
+from vidllie.models import build_model
 from vidllie.pipeline.enhancer import Enhancer
 from vidllie.pipeline.scene import SceneCutDetector, luma_thumbnails
 from vidllie.pipeline.temporal import TemporalSmoother
@@ -23,13 +24,7 @@ H, W = 96, 160
 
 def micro_model(seed: int = 0, unshuffle: int = 2):
     torch.manual_seed(seed)
-    config = ModelConfig(
-        name="micro",
-        restormer=RestormerConfig(dim=8, num_blocks=(1, 1, 1, 1), num_refinement_blocks=1, heads=(1, 1, 1, 1), pixel_unshuffle=unshuffle),
-        dino=DinoConfig(backbone=None),
-        guidance=GuidanceConfig(levels="none"),
-    )
-    return build_model(config)
+    return build_model(micro_config(unshuffle))
 
 
 def scene(h: int = H, w: int = W) -> np.ndarray:

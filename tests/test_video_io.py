@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import os
 import warnings
-from fractions import Fraction
 from pathlib import Path
 
 import av
 import numpy as np
 import pytest
 
-from media import flat, make_audio_only, make_clip, with_subtitles
+from media import audio_packets, flat, make_audio_only, make_clip, video_packet_times, video_times, with_subtitles
 from vidllie.errors import InputError, OutputError
 from vidllie.video import Frame, VideoReader, VideoWarning, VideoWriter, transcode
 
@@ -20,30 +19,6 @@ FAST = {"preset": "ultrafast"}  # encoder speed only; every property checked is 
 
 
 # ---------------------------------------------------------------- helpers (plain PyAV, no vidllie)
-def audio_packets(path: Path) -> list[list[bytes]]:
-    """Payload of every audio packet, per audio stream in order."""
-    with av.open(str(path)) as c:
-        streams = list(c.streams.audio)
-        out: dict[int, list[bytes]] = {s.index: [] for s in streams}
-        if streams:
-            for p in c.demux(*streams):
-                if p.size:
-                    out[p.stream_index].append(bytes(p))
-        return [out[s.index] for s in streams]
-
-
-def video_times(path: Path) -> list[float]:
-    with av.open(str(path)) as c:
-        return [float(f.pts * f.time_base) for f in c.decode(video=0)]
-
-
-def video_packet_times(path: Path) -> list[float]:
-    """Presentation times of every video packet (no decoding, edit-list-hidden ones included)."""
-    with av.open(str(path)) as c:
-        v = c.streams.video[0]
-        return sorted(float(p.pts * p.time_base) for p in c.demux(v) if p.size)
-
-
 def video_props(path: Path) -> dict:
     with av.open(str(path)) as c:
         v = c.streams.video[0]

@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Iterator
 
 import av
-import numpy as np
 from av.video.reformatter import ColorRange, Colorspace, Interpolation
 
 from ..errors import InputError
