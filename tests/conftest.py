@@ -58,30 +58,58 @@ def micro_path(tmp_path_factory) -> Path:
     return save_model(build_model(micro_config()), tmp_path_factory.mktemp("models") / "micro.safetensors")
 
 
-@pytest.fixture(scope="session")
-def guided_path(tmp_path_factory) -> Path:
-    """Guided micro model + tiny random DINOv3 (from_pretrained path), guidance made non-zero."""
-    from transformers import DINOv3ViTConfig, DINOv3ViTModel
+def tiny_dinov3_config(registers: int = 4):
+    """A DINOv3 ViT small enough for CPU tests (milliseconds per frame)."""
+    from transformers import DINOv3ViTConfig
 
-    from vidllie.models import DinoConfig, GuidanceConfig, ModelConfig, RestormerConfig, build_model, save_model
+    return DINOv3ViTConfig(
+        hidden_size=DINO_HIDDEN, num_hidden_layers=4, num_attention_heads=2, intermediate_size=64,
+        patch_size=16, num_register_tokens=registers,
+    )
+
+
+@pytest.fixture(scope="session")
+def dinov3_dir(tmp_path_factory) -> str:
+    """A tiny random DINOv3 saved with save_pretrained: loaded back through the real
+    from_pretrained path, offline."""
+    from transformers import DINOv3ViTModel
 
     torch.manual_seed(0)
     folder = tmp_path_factory.mktemp("dinov3")
-    DINOv3ViTModel(DINOv3ViTConfig(
-        hidden_size=DINO_HIDDEN, num_hidden_layers=4, num_attention_heads=2, intermediate_size=64,
-        patch_size=16, num_register_tokens=4,
-    )).save_pretrained(folder)
-    config = ModelConfig(
-        name="micro-guided",
-        restormer=RestormerConfig(dim=8, num_blocks=(1, 1, 1, 1), num_refinement_blocks=1, heads=(1, 1, 2, 2), pixel_unshuffle=2),
-        dino=DinoConfig(backbone=str(folder), hidden_size=DINO_HIDDEN, patch_size=16, layers=(2, 4), short_side=64),
-        guidance=GuidanceConfig(levels="latent", dim=16),
-    )
-    model = build_model(config)
-    # Zero-initialised guidance would make cached and uncached outputs trivially equal.
-    g = torch.Generator().manual_seed(1)
+    DINOv3ViTModel(tiny_dinov3_config()).save_pretrained(folder)
+    return str(folder)
+
+
+def randomize_guidance(model, scale: float = 0.3, seed: int = 1) -> None:
+    """Random weights for the zero-initialised guidance output projections, so guidance matters."""
+    g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for block in model.guidance.blocks.values():
             for p in block.proj_out.parameters():
-                p.copy_(torch.randn(p.shape, generator=g) * 0.3)
+                p.copy_(torch.randn(p.shape, generator=g) * scale)
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny tensors on a shared machine: intra-op threads only add barrier waits."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def guided_path(tmp_path_factory, dinov3_dir) -> Path:
+    """Guided micro model + the tiny random DINOv3, guidance made non-zero."""
+    from vidllie.models import DinoConfig, GuidanceConfig, ModelConfig, RestormerConfig, build_model, save_model
+
+    torch.manual_seed(0)
+    config = ModelConfig(
+        name="micro-guided",
+        restormer=RestormerConfig(dim=8, num_blocks=(1, 1, 1, 1), num_refinement_blocks=1, heads=(1, 1, 2, 2), pixel_unshuffle=2),
+        dino=DinoConfig(backbone=dinov3_dir, hidden_size=DINO_HIDDEN, patch_size=16, layers=(2, 4), short_side=64),
+        guidance=GuidanceConfig(levels="latent", dim=16),
+    )
+    model = build_model(config)
+    randomize_guidance(model)  # zero-init guidance would make cached and uncached outputs equal
     return save_model(model, tmp_path_factory.mktemp("guided") / "guided.safetensors")

@@ -7,22 +7,13 @@ import kornia
 import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
-from transformers import DINOv3ViTConfig, DINOv3ViTModel
 
+from conftest import DINO_HIDDEN, randomize_guidance
 from vidllie.models import DinoConfig, GuidanceConfig, ModelConfig, RestormerConfig, build_model
 from vidllie.models.chunked import chunked_forward
 from vidllie.models.dino import DinoGuide
 
-DINO_HIDDEN = 32
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Small tensors on a shared machine: intra-op threads mostly add barrier waits.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def restormer_config(layer_norm: str = "WithBias", unshuffle: int = 1, bias: bool = False) -> RestormerConfig:
@@ -72,17 +63,6 @@ def test_chunked_handles_channels_last_and_one_pixel_chunks():
     assert (got - want).abs().max().item() <= 1e-4
 
 
-@pytest.fixture(scope="module")
-def dinov3_dir(tmp_path_factory) -> str:
-    torch.manual_seed(0)
-    folder = tmp_path_factory.mktemp("dinov3")
-    DINOv3ViTModel(DINOv3ViTConfig(
-        hidden_size=DINO_HIDDEN, num_hidden_layers=4, num_attention_heads=2, intermediate_size=64,
-        patch_size=16, num_register_tokens=4,
-    )).save_pretrained(folder)
-    return str(folder)
-
-
 def guided_model(backbone: str, mode: str, levels: str, unshuffle: int):
     torch.manual_seed(0)
     config = ModelConfig(
@@ -92,12 +72,7 @@ def guided_model(backbone: str, mode: str, levels: str, unshuffle: int):
         guidance=GuidanceConfig(levels=levels, mode=mode, dim=16),
     )
     model = build_model(config).eval()
-    # proj_out is zero-initialised: random weights so the guidance changes the output.
-    g = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for block in model.guidance.blocks.values():
-            for p in block.proj_out.parameters():
-                p.copy_(torch.randn(p.shape, generator=g) * 0.3)
+    randomize_guidance(model)  # proj_out is zero-initialised
     return model, DinoGuide(config.dino)
 
 

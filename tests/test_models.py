@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors import safe_open
+from conftest import DINO_HIDDEN, randomize_guidance, tiny_dinov3_config
 from transformers import (
-    DINOv3ViTConfig,
     DINOv3ViTModel,
     Dinov2Config,
     Dinov2Model,
@@ -36,19 +36,12 @@ from vidllie.models.dino import DinoGuide, dino_grid
 from vidllie.models.guidance import GuideGeometry
 from vidllie.models.info import describe, format_info, model_macs
 
-HIDDEN = 32
+HIDDEN = DINO_HIDDEN
 LAYERS = (2, 4)
 SHORT_SIDE = 32  # DINO input of a 67x131 frame: 32x63, padded to the patch multiple
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tensors here are a few kB: intra-op threads only add barrier waits, which on a shared,
-    # busy machine cost seconds per test. Restored for the other test files.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _save(tmp_path_factory, name: str, model_cls, config) -> str:
@@ -58,25 +51,13 @@ def _save(tmp_path_factory, name: str, model_cls, config) -> str:
     return str(folder)
 
 
-def _v3_config(registers: int) -> DINOv3ViTConfig:
-    return DINOv3ViTConfig(
-        hidden_size=HIDDEN, num_hidden_layers=4, num_attention_heads=2, intermediate_size=64,
-        patch_size=16, num_register_tokens=registers,
-    )
-
-
 def _v2_kwargs() -> dict:
     return dict(hidden_size=HIDDEN, num_hidden_layers=4, num_attention_heads=2, mlp_ratio=2, patch_size=14, image_size=28)
 
 
 @pytest.fixture(scope="session")
-def dinov3_dir(tmp_path_factory) -> str:
-    return _save(tmp_path_factory, "dinov3", DINOv3ViTModel, _v3_config(4))
-
-
-@pytest.fixture(scope="session")
 def dinov3_noreg_dir(tmp_path_factory) -> str:
-    return _save(tmp_path_factory, "dinov3_noreg", DINOv3ViTModel, _v3_config(0))
+    return _save(tmp_path_factory, "dinov3_noreg", DINOv3ViTModel, tiny_dinov3_config(0))
 
 
 @pytest.fixture(scope="session")
@@ -97,15 +78,6 @@ def tiny_config(backbone: str | None, levels: str = "latent", mode: str = "modul
         dino=DinoConfig(backbone=backbone, hidden_size=HIDDEN, patch_size=patch, layers=LAYERS, short_side=SHORT_SIDE),
         guidance=GuidanceConfig(levels=levels, mode=mode, dim=16, **guidance),
     )
-
-
-def perturb_zero_init(model) -> None:
-    """Give the zero-initialised output projections random values so guidance changes the output."""
-    g = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for block in model.guidance.blocks.values():
-            for p in block.proj_out.parameters():
-                p.copy_(torch.randn(p.shape, generator=g) * 0.1)
 
 
 def frames(b: int = 2, h: int = 67, w: int = 131, seed: int = 0) -> torch.Tensor:
@@ -274,7 +246,7 @@ def test_guided_equals_plain_restormer_at_init(dinov3_dir, levels, mode):
         guided = model(x, guidance=maps)
         assert torch.equal(guided, plain(x))
         # and the guidance really is wired in: non-zero output projections change the result
-        perturb_zero_init(model)
+        randomize_guidance(model, scale=0.1)
         assert not torch.allclose(model(x, guidance=maps), guided)
 
 
@@ -288,7 +260,7 @@ def test_odd_sizes_and_batch_equals_per_frame(request, fixture, patch, levels, m
     config = tiny_config(request.getfixturevalue(fixture), levels, mode, patch=patch)
     dino = DinoGuide(config.dino)
     model = build_model(config).eval()
-    perturb_zero_init(model)
+    randomize_guidance(model, scale=0.1)
     x = frames(2, 67, 131)
     with torch.no_grad():
         maps = dino(x)
@@ -332,7 +304,7 @@ def test_tile_guidance_is_the_crop_of_the_frame_guidance(dinov3_dir):
     # and through the model: a "tile" that is the whole frame is the plain guided call
     config = tiny_config(dinov3_dir, "multiscale")
     model = build_model(config).eval()
-    perturb_zero_init(model)
+    randomize_guidance(model, scale=0.1)
     x = frames(1)
     maps = DinoGuide(config.dino)(x)
     with torch.no_grad():
@@ -408,7 +380,7 @@ def test_guidance_dropout(dinov3_dir):
     x = frames(8, 32, 48)
     config = tiny_config(dinov3_dir, "latent", dropout=0.5)
     model = build_model(config)
-    perturb_zero_init(model)
+    randomize_guidance(model, scale=0.1)
     maps = DinoGuide(config.dino)(x)
     with torch.no_grad():
         plain = model(x)
@@ -428,7 +400,7 @@ def test_bf16_autocast_on_cpu(dinov3_dir, mode):
     config = tiny_config(dinov3_dir, "multiscale", mode)
     dino = DinoGuide(config.dino)
     model = build_model(config).eval()
-    perturb_zero_init(model)
+    randomize_guidance(model, scale=0.1)
     x = frames(1, 35, 50)
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
         out = model(x, guidance=dino(x))
@@ -438,7 +410,7 @@ def test_bf16_autocast_on_cpu(dinov3_dir, mode):
 def test_save_load_round_trip(tmp_path, dinov3_dir):
     config = tiny_config(dinov3_dir, "multiscale", "modulation")
     model = build_model(config).eval()
-    perturb_zero_init(model)
+    randomize_guidance(model, scale=0.1)
     path = save_model(model, tmp_path / "guided.safetensors", {"note": "test"})
     with safe_open(str(path), framework="pt") as f:
         keys = set(f.keys())
