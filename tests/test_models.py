@@ -229,6 +229,23 @@ def test_missing_dino_weights_give_one_clear_line(tmp_path, dinov3_dir):
         DinoGuide(wrong)
 
 
+def test_unreachable_hub_fails_fast_without_retry_noise(monkeypatch, capfd):
+    """Online mode but no network: one line at once, not a minute of hub retry warnings."""
+    import time
+
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "ENDPOINT", "http://127.0.0.1:9")  # closed loopback port
+    t0 = time.perf_counter()
+    with pytest.raises(WeightsError) as err:
+        DinoGuide(tiny_config("facebook/dinov3-vits16-vidllie-test-missing").dino)
+    assert time.perf_counter() - t0 < 10
+    msg = str(err.value)
+    assert "unreachable" in msg and "--dino PATH" in msg and "\n" not in msg
+    assert "Retrying" not in capfd.readouterr().err
+
+
 # ---------------------------------------------------------------- guided network
 
 

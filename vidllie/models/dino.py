@@ -71,6 +71,52 @@ def _how_to_supply(source: str, is_path: bool = False) -> str:
     return f"{hub}, or run without guidance with --dino none"
 
 
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the Hugging Face endpoint (HF_ENDPOINT honoured) answers a TCP connect."""
+    import socket
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+
+    url = urlparse(constants.ENDPOINT)
+    try:
+        socket.create_connection((url.hostname, url.port or 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def _from_pretrained(auto_model, target: str, hub: bool) -> nn.Module:
+    """A folder loads as is. A hub id loads from the HF cache first; the hub is asked only when it
+    is reachable, so an offline machine gets the one-line error at once instead of a minute of
+    retry warnings."""
+    if not hub:
+        return auto_model.from_pretrained(target, use_safetensors=True)
+    from huggingface_hub import constants, snapshot_download
+
+    try:
+        # The cache alone, with no network at all (from_pretrained's local_files_only still asks
+        # the hub for an adapter config in transformers 5.x).
+        cached = snapshot_download(target, local_files_only=True)
+    except Exception:  # noqa: BLE001 - any miss: not cached (or not fully)
+        cached = None
+    if cached is not None:
+        return auto_model.from_pretrained(cached, use_safetensors=True)
+    if constants.HF_HUB_OFFLINE:
+        raise OSError("not in the Hugging Face cache and HF_HUB_OFFLINE is set")
+    if not _hub_reachable():
+        raise OSError(f"not in the Hugging Face cache and {constants.ENDPOINT} is unreachable")
+    from huggingface_hub.utils import logging as hub_logging
+
+    hub_logger = hub_logging.get_logger("huggingface_hub")
+    level = hub_logger.level
+    hub_logger.setLevel("ERROR")  # retry chatter; a final failure still becomes one line
+    try:
+        return auto_model.from_pretrained(target, use_safetensors=True)
+    finally:
+        hub_logger.setLevel(level)
+
+
 def load_dino_backbone(source: str | Path) -> nn.Module:
     """``AutoModel.from_pretrained(source)`` with every failure turned into one-line WeightsError."""
     from transformers import AutoModel  # heavy import, only when DINO is actually used
@@ -83,17 +129,17 @@ def load_dino_backbone(source: str | Path) -> nn.Module:
                 f"DINO backbone {source!r} is a file; pass the folder holding config.json and "
                 "model.safetensors"
             )
-        target = str(local)
+        target, hub = str(local), False
     elif _looks_like_path(source):
         raise WeightsError(f"DINO backbone folder not found: {source}; {_how_to_supply(source, True)}")
     else:
-        target = source
+        target, hub = source, True
     from transformers.utils import logging as hf_logging
 
     bars = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()  # a per-tensor "Loading weights" bar is noise in a video CLI
     try:
-        model = AutoModel.from_pretrained(target, use_safetensors=True)
+        model = _from_pretrained(AutoModel, target, hub=hub)
     except Exception as err:  # noqa: BLE001 - hub/OS/format errors all mean "weights not available"
         reason = str(err).strip().splitlines()[0][:160] if str(err).strip() else type(err).__name__
         raise WeightsError(
