@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import DINO_HIDDEN
 from vidllie.errors import InputError, OutputError
 from vidllie.models import ModelConfig, build_model, load_model
 from vidllie.ops import linear_to_srgb, mean_luma, srgb_to_linear
@@ -24,6 +25,9 @@ from vidllie.train.evaluate import clahe_baseline, evaluate, format_table, gamma
 from vidllie.train.losses import DinoContrastiveLoss, LossConfig, RestorationLoss, charbonnier, temporal_consistency
 from vidllie.train.trainer import lr_factor, train
 
+# Tiny tensors on shared cores: one intra-op thread (conftest's fixture) avoids OpenMP barrier waits.
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 TINY = {
     "name": "test-tiny",
     "restormer": {"dim": 8, "num_blocks": [1, 1, 1, 1], "num_refinement_blocks": 1, "heads": [1, 1, 2, 2],
@@ -33,15 +37,6 @@ TINY = {
 }
 # Every optional step off: isolates one effect at a time.
 PLAIN = dict(cast_prob=0.0, defocus_prob=0.0, motion_prob=0.0, chroma_bias_prob=0.0, h264_prob=0.0)
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """These tensors are tiny: on shared cores a second OpenMP thread only adds barrier waits."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def scene(b: int = 2, h: int = 64, w: int = 64, seed: int = 0) -> torch.Tensor:
@@ -246,22 +241,11 @@ def test_dino_contrastive_loss_pulls_to_target_and_pushes_from_input():
     assert pred.grad is not None and pred.grad.abs().sum() > 0
 
 
-@pytest.fixture(scope="module")
-def tiny_dinov3(tmp_path_factory):
-    transformers = pytest.importorskip("transformers")
-    cfg = transformers.DINOv3ViTConfig(hidden_size=64, num_hidden_layers=4, num_attention_heads=4,
-                                       intermediate_size=128, patch_size=16, num_register_tokens=4)
-    folder = tmp_path_factory.mktemp("dinov3-tiny")
-    torch.manual_seed(0)
-    transformers.DINOv3ViTModel(cfg).save_pretrained(folder)
-    return folder
-
-
-def test_dino_loss_with_dinoguide_and_lora(tiny_dinov3):
+def test_dino_loss_with_dinoguide_and_lora(dinov3_dir):
     from vidllie.models import DinoConfig
     from vidllie.models.dino import DinoGuide
 
-    config = DinoConfig(backbone=str(tiny_dinov3), hidden_size=64, patch_size=16, layers=(2, 4), short_side=32)
+    config = DinoConfig(backbone=str(dinov3_dir), hidden_size=DINO_HIDDEN, patch_size=16, layers=(2, 4), short_side=32)
     dino = DinoGuide(config)
     loss = DinoContrastiveLoss(dino, layers=(0, 1), weights=(0.5, 1.0))
     high = scene(1, 32, 48)
@@ -276,7 +260,7 @@ def test_dino_loss_with_dinoguide_and_lora(tiny_dinov3):
     peft = pytest.importorskip("peft")
     from vidllie.train.trainer import build_dino
 
-    lora_dino, params = build_dino(None, {"config": {"backbone": str(tiny_dinov3), "hidden_size": 64, "patch_size": 16,
+    lora_dino, params = build_dino(None, {"config": {"backbone": str(dinov3_dir), "hidden_size": DINO_HIDDEN, "patch_size": 16,
                                                       "layers": [2, 4], "short_side": 32},
                                           "lora": {"r": 2, "alpha": 4, "target_modules": ["q_proj", "v_proj"]}},
                                    torch.device("cpu"))
@@ -462,7 +446,7 @@ def test_bundled_default_loads():
     assert out.shape == (1, 3, 48, 64) and float(out.mean()) > 0.03
 
 
-def test_guided_training_with_dino_loss_and_lora_resumes_exactly(tiny_dinov3, tmp_path):
+def test_guided_training_with_dino_loss_and_lora_resumes_exactly(dinov3_dir, tmp_path):
     """A DINO-guided model, the DINO contrastive loss and LoRA adapters, interrupted and resumed."""
     pytest.importorskip("peft")
     from safetensors.torch import load_file
@@ -471,7 +455,7 @@ def test_guided_training_with_dino_loss_and_lora_resumes_exactly(tiny_dinov3, tm
     model = {
         "name": "test-guided",
         "restormer": dict(TINY["restormer"]),
-        "dino": {"backbone": str(tiny_dinov3), "hidden_size": 64, "patch_size": 16, "layers": [2, 4], "short_side": 32},
+        "dino": {"backbone": str(dinov3_dir), "hidden_size": DINO_HIDDEN, "patch_size": 16, "layers": [2, 4], "short_side": 32},
         "guidance": {"levels": "latent", "mode": "modulation", "dim": 8, "dropout": 0.5},
     }
 
