@@ -493,3 +493,32 @@ def test_other_encoder_by_name(codec, pix_fmt, clips, tmp_path):
         assert c.streams.video[0].codec_context.pix_fmt == (pix_fmt or "yuv420p")
     assert video_times(dst) == pytest.approx(video_times(src), abs=1e-9)
     assert audio_packets(dst) == audio_packets(src)
+
+
+_EXIT_SCRIPT = """
+import sys
+from vidllie.video import VideoReader
+path, mode = sys.argv[1], sys.argv[2]
+if mode == "with":
+    with VideoReader(path) as r:
+        r.info
+elif mode == "close":
+    r = VideoReader(path)
+    r.close()
+    del r
+else:  # never closed: left to interpreter exit
+    r = VideoReader(path)
+"""
+
+
+@pytest.mark.parametrize("mode", ["with", "close", "open"])
+def test_process_exits_after_reading_only_info(night_clip, mode):
+    """A frame-threaded H.264 decoder freed with frames in flight deadlocked FFmpeg at exit
+    (reproduced on the real clip in about half of the runs before the fix)."""
+    import subprocess
+    import sys
+
+    for _ in range(3):
+        proc = subprocess.run([sys.executable, "-c", _EXIT_SCRIPT, str(night_clip), mode],
+                              capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 0, proc.stderr

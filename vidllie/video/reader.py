@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
 import os
 import re
+import weakref
 from collections import deque
 from fractions import Fraction
 from pathlib import Path
@@ -89,6 +91,17 @@ def _is_cover_art(stream: av.stream.Stream) -> bool:
     return bool(stream.disposition & av.stream.Disposition.attached_pic)
 
 
+# Readers still open at interpreter exit are closed by an atexit hook, while PyAV is intact: a
+# frame-threaded decoder freed later, during teardown, can deadlock FFmpeg's worker threads.
+_OPEN_READERS: weakref.WeakSet = weakref.WeakSet()
+
+
+@atexit.register
+def _close_open_readers() -> None:
+    for reader in list(_OPEN_READERS):
+        reader.close()
+
+
 class VideoReader:
     """Decode a video file or URL frame by frame.
 
@@ -130,6 +143,7 @@ class VideoReader:
             self._container = av.open(self.source, mode="r", options=opts)
         except (av.error.FFmpegError, av.ArgumentError, OSError) as exc:
             raise _open_error(self.source, exc) from None
+        _OPEN_READERS.add(self)
         try:
             self._setup(start, end, threads, allow_hdr, passthrough, url)
         except BaseException:
@@ -289,6 +303,7 @@ class VideoReader:
             return pkt
 
     def _decode(self, pkt) -> list:
+        self._flushed = pkt is None
         try:
             return self._vs.codec_context.decode(pkt)
         except (av.error.FFmpegError, av.ArgumentError) as exc:
@@ -504,6 +519,21 @@ class VideoReader:
             self._closed = True
             if hasattr(self, "_events"):
                 self._events.clear()
+            demux = getattr(self, "_demux", None)
+            if demux is not None:
+                # Finish the demux generator before the container: left to the garbage collector
+                # after the container is closed, it can hang the interpreter at exit.
+                demux.close()
+                self._demux = None
+            vs = getattr(self, "_vs", None)
+            if vs is not None and not getattr(self, "_flushed", False):
+                # Drain the frame-threaded decoder: freeing it with frames in flight can deadlock
+                # FFmpeg's worker threads (seen at interpreter exit after reading only .info).
+                try:
+                    for _ in vs.codec_context.decode(None):
+                        pass
+                except (av.error.FFmpegError, ValueError):
+                    pass
             try:
                 self._container.close()
             except (av.error.FFmpegError, OSError):
