@@ -112,7 +112,7 @@ def enhance(
     cache_threshold: float = typer.Option(0.02, "--cache-threshold", min=0.0, help="Max thumbnail difference to reuse DINO features."),
     cache_max_age: int = typer.Option(30, "--cache-max-age", min=1, help="Max frames a key frame's DINO features are reused."),
     compile: bool = typer.Option(False, "--compile", help="torch.compile the model (slow start, faster on long videos)."),
-    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="Torch CPU threads (default: all cores but one, which is left to decoding/encoding)."),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="Torch CPU threads (default: all cores; fewer on a machine shared with busy processes)."),
     stats_json: Optional[Path] = typer.Option(None, "--stats-json", help="Write per-stage timings, fps, cache hit rate, memory and versions here."),
     quiet: bool = typer.Option(False, "-q", "--quiet", help="No progress bar or summary."),
 ) -> None:
@@ -197,6 +197,7 @@ def bench(
     crf: int = typer.Option(18, "--crf"),
     preset: str = typer.Option("medium", "--preset"),
     compile: bool = typer.Option(False, "--compile"),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="Torch CPU threads (default: all cores)."),
     json_path: Optional[Path] = typer.Option(None, "--json", help="Write the full report as JSON here."),
     quiet: bool = typer.Option(False, "-q", "--quiet", help="No table on stdout."),
 ) -> None:
@@ -211,6 +212,7 @@ def bench(
             input, synthetic=synthetic, model=model, dino=dino, frames=frames, warmup=warmup,
             batch_size=batch_size, device=device, precision=precision, dino_cache=dino_cache == "on",
             temporal=temporal, tile=tile, codec=codec, crf=crf, preset=preset, compile=compile,
+            threads=threads,
         )
         if json_path is not None:
             _write_json(json_path, r)

@@ -128,6 +128,7 @@ def run_bench(
     crf: int = 18,
     preset: str = "medium",
     compile: bool = False,
+    threads: int | None = None,
     workdir: str | os.PathLike | None = None,
 ) -> dict[str, Any]:
     """Benchmark the pipeline on ``source`` (a video) or a ``synthetic`` ``WxH`` clip.
@@ -153,7 +154,7 @@ def run_bench(
         source = str(source)
         enhancer = Enhancer(
             model, dino=dino, device=device, precision=precision, batch_size=batch_size,
-            tile=tile, temporal=temporal, dino_cache=dino_cache, compile=compile,
+            tile=tile, temporal=temporal, dino_cache=dino_cache, compile=compile, threads=threads,
         )
         images = _read_frames(source, min(frames, _RESIDENT_FRAMES))
         if not images:

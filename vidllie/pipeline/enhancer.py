@@ -79,17 +79,18 @@ ENHANCER_OPTIONS = (
 
 
 def default_cpu_threads() -> int:
-    """Torch threads for CPU inference: all cores but one, which is left to decode/encode.
+    """Torch threads for CPU inference: every core this process may use.
 
-    Torch's OpenMP workers spin-wait for each other at every op; when they compete with the
-    decode and encode threads for the same cores, small ops stall for whole scheduler slices.
-    Measured on 2 busy cores (night clip, micro model): 1 thread 10 fps, 2 threads 0.8 fps.
+    Decoding and encoding cost a few percent of the model's time, so they fit between the
+    model's ops. Measured on an idle 2-core machine (`vidllie bench`, real 640x360 night clip):
+    tiny model 1.24 fps with 2 threads vs 0.70 fps with 1, micro model 4.39 vs 2.64 fps.
+    On a machine shared with other busy processes, torch's spin-waiting OpenMP workers lose
+    whole scheduler slices: then pass fewer (``--threads``).
     """
     try:
-        cores = len(os.sched_getaffinity(0))
+        return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # macOS
-        cores = os.cpu_count() or 1
-    return max(1, cores - 1)
+        return max(1, os.cpu_count() or 1)
 
 
 @contextlib.contextmanager
@@ -159,8 +160,8 @@ class Enhancer:
             and the cache).
         compile: wrap the model in ``torch.compile``.
         channels_last: run convolutions in channels-last layout (faster on CPU and GPU).
-        threads: torch intra-op threads while enhancing on the CPU (``None``: all cores but
-            one, see :func:`default_cpu_threads`); restored afterwards. Ignored on GPUs.
+        threads: torch intra-op threads while enhancing on the CPU (``None``: all cores,
+            see :func:`default_cpu_threads`); restored afterwards. Ignored on GPUs.
 
     Example:
         >>> enhancer = Enhancer("model.safetensors", device="cpu", temporal=0.8)   # doctest: +SKIP
