@@ -170,3 +170,23 @@ def test_real_night_clip(night_clip, tmp_path):
     stats = json.loads(stats_path.read_text())
     print(f"night clip: {stats['frames']} frames at {stats['fps']:.1f} fps; stages "
           + ", ".join(f"{k} {v['ms_per_frame']} ms" for k, v in stats["stages"].items()))
+
+
+def test_info_prints_parameters_macs_dino_and_levels():
+    result = CliRunner().invoke(app, ["info", "tiny", "--dino", "none", "--size", "640x360"])
+    assert result.exit_code == 0, result.output
+    out = result.output
+    assert "1.46 M trainable" in out and "Restormer 1.37 M" in out  # tiny stays <= 1.5 M
+    assert "MACs/frame" in out and "640x360" in out
+    assert "facebook/dinov3-vits16-pretrain-lvd1689m" in out and "latent" in out
+
+    result = CliRunner().invoke(app, ["info", "restormer", "--dino", "none", "--json"])
+    data = json.loads(result.output)
+    assert result.exit_code == 0 and abs(data["params_restormer"] - 26.13e6) / 26.13e6 < 0.005
+    assert data["injection_levels"] == ["enc2", "enc3", "latent", "dec3", "dec2"] and data["macs_model"] > 5e11
+
+
+def test_info_unknown_model_is_one_line_error(tmp_path):
+    result = CliRunner().invoke(app, ["info", str(tmp_path / "nope.safetensors")])
+    assert result.exit_code == 4
+    assert result.output.count("vidllie: error:") == 1 and "not found" in result.output
