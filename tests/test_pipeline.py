@@ -188,6 +188,30 @@ def _reference(micro_path, frames, **kw):
     return list(Enhancer(micro_path, device="cpu", temporal=0, **kw).enhance_frames(frames))
 
 
+def test_pixel_budget_turns_on_exact_chunking_for_large_frames(micro_path, monkeypatch):
+    """A device with little memory: a 1280x720 frame exceeds the pixel budget, so the enhancer
+    caps the batch and runs exact chunks by itself; the output is the untiled output."""
+    from vidllie.pipeline import enhancer as enhancer_module
+
+    frames = noisy(scene(720, 1280), 3)
+    want = _reference(micro_path, frames, batch_size=2, tile=0)
+    chunks: list[int] = []
+    original = enhancer_module.chunked_forward
+
+    def spy(model, x, guidance=None, chunk=256, **kw):
+        chunks.append(chunk)
+        return original(model, x, guidance, chunk=chunk, **kw)
+
+    monkeypatch.setattr(enhancer_module, "chunked_forward", spy)
+    monkeypatch.setattr(enhancer_module, "device_total_memory", lambda device: 256 * 2**20)
+    enhancer = Enhancer(micro_path, device="cpu", temporal=0, batch_size=2)
+    got = list(enhancer.enhance_frames(frames))
+    assert chunks and all(c < 720 and c % enhancer.align == 0 for c in chunks)
+    assert enhancer.stats()["effective_batch_size"] == 1
+    for a, b in zip(got, want, strict=True):
+        assert np.abs(a.astype(int) - b).max() <= 1
+
+
 def test_oom_halves_the_batch_and_keeps_every_frame(micro_path):
     frames = noisy(scene(), 10)
     want = _reference(micro_path, frames, batch_size=4)
