@@ -257,7 +257,7 @@ def test_dino_loss_with_dinoguide_and_lora(dinov3_dir):
     assert all(p.grad is None for p in dino.parameters())  # frozen
     assert loss(high, high, low).item() < 1e-6
 
-    peft = pytest.importorskip("peft")
+    pytest.importorskip("peft")
     from vidllie.train.trainer import build_dino
 
     lora_dino, params = build_dino(None, {"config": {"backbone": str(dinov3_dir), "hidden_size": DINO_HIDDEN, "patch_size": 16,
