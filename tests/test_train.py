@@ -334,28 +334,6 @@ def test_checkpoint_resume_is_exact(tmp_path):
         train(_config(images, tmp_path / "c"), resume=True)  # nothing to resume
 
 
-def test_ctrl_c_saves_a_checkpoint(tmp_path, monkeypatch):
-    from vidllie.train import trainer as trainer_mod
-
-    images = make_image_folder(tmp_path / "imgs", 6)
-    calls = {"n": 0}
-    original = trainer_mod.SyntheticPairs.batch
-
-    def interrupt_on_third(self, g):
-        calls["n"] += 1
-        if calls["n"] == 3:
-            raise KeyboardInterrupt
-        return original(self, g)
-
-    monkeypatch.setattr(trainer_mod.SyntheticPairs, "batch", interrupt_on_third)
-    with pytest.raises(KeyboardInterrupt):
-        train(_config(images, tmp_path / "run", steps=10))
-    from safetensors import safe_open
-
-    with safe_open(str(tmp_path / "run" / "checkpoint.safetensors"), "pt") as f:
-        assert f.metadata()["step"] == "2"
-
-
 def test_training_config_errors(tmp_path):
     with pytest.raises(InputError, match="unknown key"):
         train({"data": {"images": str(tmp_path)}, "stepz": 3})
@@ -476,9 +454,13 @@ def test_guided_training_with_dino_loss_and_lora_resumes_exactly(dinov3_dir, tmp
     assert "dino" in header.split(",")
 
 
-def test_sigterm_saves_a_checkpoint(tmp_path, monkeypatch):
+@pytest.mark.parametrize("how", ["ctrl-c", "sigterm"])
+def test_interruption_saves_a_checkpoint(tmp_path, monkeypatch, how):
+    """Ctrl-C, and SIGTERM (background runs ignore SIGINT), both checkpoint before stopping."""
     import os
     import signal
+
+    from safetensors import safe_open
 
     from vidllie.train import trainer as trainer_mod
 
@@ -486,21 +468,23 @@ def test_sigterm_saves_a_checkpoint(tmp_path, monkeypatch):
     calls = {"n": 0}
     original = trainer_mod.SyntheticPairs.batch
 
-    def term_on_third(self, g):
+    def interrupt_on_third(self, g):
         calls["n"] += 1
         if calls["n"] == 3:
+            if how == "ctrl-c":
+                raise KeyboardInterrupt
             os.kill(os.getpid(), signal.SIGTERM)
         return original(self, g)
 
-    monkeypatch.setattr(trainer_mod.SyntheticPairs, "batch", term_on_third)
+    monkeypatch.setattr(trainer_mod.SyntheticPairs, "batch", interrupt_on_third)
     before = signal.getsignal(signal.SIGTERM)
     with pytest.raises(KeyboardInterrupt):
         train(_config(images, tmp_path / "run", steps=10))
     assert signal.getsignal(signal.SIGTERM) is before  # handler restored
-    from safetensors import safe_open
-
     with safe_open(str(tmp_path / "run" / "checkpoint.safetensors"), "pt") as f:
-        assert int(f.metadata()["step"]) in (2, 3)
+        step = int(f.metadata()["step"])
+    # Ctrl-C is raised inside step 3; a signal may land just after the batch is drawn.
+    assert step == 2 if how == "ctrl-c" else step in (2, 3)
 
 
 def _write_video(path: Path, frames: int = 6) -> None:
