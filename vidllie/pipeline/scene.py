@@ -13,6 +13,8 @@ import kornia
 import torch
 import torch.nn.functional as F
 
+from vidllie.ops import luma
+
 
 def luma_thumbnails(frames: torch.Tensor, size: int = 64, gamma: float = 0.4) -> torch.Tensor:
     """(B, 3, H, W) in [0, 1] -> (B, 1, h, w) gamma-corrected luma, long side ``size``.
@@ -26,7 +28,7 @@ def luma_thumbnails(frames: torch.Tensor, size: int = 64, gamma: float = 0.4) ->
     h, w = frames.shape[-2:]
     scale = size / max(h, w)
     thumb_hw = (max(1, round(h * scale)), max(1, round(w * scale)))
-    y = kornia.color.rgb_to_grayscale(frames.float())
+    y = luma(frames.float())
     if (h, w) != thumb_hw:
         # Area averaging: every pixel counts once (best noise suppression), and on a 4K frame it
         # costs a fraction of an anti-aliased resize, whose blur kernel grows with the factor.

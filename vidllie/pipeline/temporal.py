@@ -27,15 +27,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vidllie.ops import luma
+
 # Grid on which the brightness ratio is measured (cells along the long side).
 _GRID = 32
 # Floor added to luma before taking log-ratios: keeps near-black cells from dominating.
 _EPS = 0.02
-
-
-def luma(x: torch.Tensor) -> torch.Tensor:
-    """(B, 3, H, W) RGB -> (B, 1, H, W) luma."""
-    return kornia.color.rgb_to_grayscale(x)
 
 
 def motion_weight(
