@@ -455,7 +455,7 @@ def test_guided_training_with_dino_loss_and_lora_resumes_exactly(dinov3_dir, tmp
 
 
 @pytest.mark.parametrize("how", ["ctrl-c", "sigterm"])
-def test_interruption_saves_a_checkpoint(tmp_path, monkeypatch, how):
+def test_interruption_saves_a_checkpoint(tmp_path, monkeypatch, capsys, how):
     """Ctrl-C, and SIGTERM (background runs ignore SIGINT), both checkpoint before stopping."""
     import os
     import signal
@@ -485,6 +485,30 @@ def test_interruption_saves_a_checkpoint(tmp_path, monkeypatch, how):
         step = int(f.metadata()["step"])
     # Ctrl-C is raised inside step 3; a signal may land just after the batch is drawn.
     assert step == 2 if how == "ctrl-c" else step in (2, 3)
+    assert f"interrupted at step {step}: checkpoint saved" in capsys.readouterr().err
+
+
+def test_trainer_module_entry_point_reports_in_one_line(tmp_path, monkeypatch, capsys):
+    """``python -m vidllie.train.trainer``: a bad config and an interruption end with a line and an
+    exit code, not a traceback."""
+    import yaml
+
+    from vidllie.train import trainer as trainer_mod
+
+    assert trainer_mod.main(["--config", str(tmp_path / "missing.yaml")]) == 2
+    assert capsys.readouterr().err.strip() == f"vidllie: error: training config not found: {tmp_path / 'missing.yaml'}"
+
+    images = make_image_folder(tmp_path / "imgs", 6)
+    cfg_path = tmp_path / "run.yaml"
+    cfg_path.write_text(yaml.safe_dump(_config(images, tmp_path / "run", steps=10)))
+
+    def interrupt(self, g):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(trainer_mod.SyntheticPairs, "batch", interrupt)
+    assert trainer_mod.main(["--config", str(cfg_path)]) == 130
+    err = capsys.readouterr().err
+    assert "interrupted at step 0: checkpoint saved" in err and "Traceback" not in err
 
 
 def _write_video(path: Path, frames: int = 6) -> None:

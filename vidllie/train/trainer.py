@@ -20,6 +20,7 @@ import math
 import os
 import platform
 import signal
+import sys
 import threading
 import time
 from pathlib import Path
@@ -30,7 +31,7 @@ import yaml
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from vidllie.errors import InputError, OutputError
+from vidllie.errors import InputError, OutputError, VidllieError
 from vidllie.models import build_model, load_model, save_model
 from vidllie.train.datasets import ClipPairs, PairedCrops, PairedFolder, SyntheticPairs, list_images, split_images, validation_pairs
 from vidllie.train.degrade import DegradeConfig
@@ -534,6 +535,7 @@ def train(config: str | Path | dict, resume: bool = False, *, overrides: dict | 
         checkpoint()
         bar.close()
         logs.close()
+        print(f"interrupted at step {step}: checkpoint saved to {ckpt_path} (continue with --resume)", file=sys.stderr)
         raise
     finally:
         bar.close()
@@ -578,7 +580,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", required=True)
     parser.add_argument("--resume", action="store_true")
     args = parser.parse_args(argv)
-    summary = train(args.config, resume=args.resume)
+    try:
+        summary = train(args.config, resume=args.resume)
+    except VidllieError as err:
+        print(f"vidllie: error: {err}", file=sys.stderr)
+        return err.exit_code
+    except KeyboardInterrupt:
+        return 130
     print(json.dumps(summary, indent=2))
     return 0
 
