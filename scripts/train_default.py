@@ -1,9 +1,10 @@
 """Train, export and check the bundled default model (vidllie/weights/default.safetensors).
 
-    python scripts/train_default.py train                 # = python -m vidllie.train.trainer --config configs/train/default.yaml
+    python scripts/train_default.py train                 # stage 1 = vidllie train --config configs/train/default.yaml
+    python scripts/train_default.py train --stage 2       # stage 2 = vidllie train --config configs/train/default-finetune.yaml
     python scripts/train_default.py pairs                 # held-out synthetic pairs -> runs/heldout (scripts/make_pairs.py)
-    python scripts/train_default.py export                # EMA weights of runs/default -> vidllie/weights/default.safetensors
-    python scripts/train_default.py evaluate              # table + JSON on runs/heldout -> runs/default/eval_heldout.{json,txt}
+    python scripts/train_default.py export                # EMA weights of the stage-2 run -> vidllie/weights/default.safetensors
+    python scripts/train_default.py evaluate              # table + JSON on runs/heldout -> runs/default-finetune/eval_heldout.{json,txt}
     python scripts/train_default.py realclip              # frame 300 of ../shared/media/night_dashcam.mp4, before/after
 
 Reads ../shared at run time; nothing from it is copied into the repo.
@@ -21,8 +22,11 @@ from pathlib import Path
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-CONFIG = REPO / "configs" / "train" / "default.yaml"
-RUN = REPO / "runs" / "default"
+# The bundled model is trained in two stages; stage 2 starts from stage 1's final EMA weights.
+STAGES = {1: REPO / "configs" / "train" / "default.yaml", 2: REPO / "configs" / "train" / "default-finetune.yaml"}
+CONFIG = STAGES[1]  # the degradation of the held-out pairs (both stages use the same)
+FINAL = STAGES[2]
+RUN = REPO / "runs" / "default-finetune"  # the final stage's run: exported, evaluated
 HELDOUT = REPO / "runs" / "heldout"
 WEIGHTS = REPO / "vidllie" / "weights" / "default.safetensors"
 CLIP = REPO.parent / "shared" / "media" / "night_dashcam.mp4"
@@ -31,7 +35,7 @@ CLIP = REPO.parent / "shared" / "media" / "night_dashcam.mp4"
 def cmd_train(args) -> int:
     from vidllie.train.trainer import train
 
-    print(json.dumps(train(CONFIG, resume=args.resume), indent=2))
+    print(json.dumps(train(STAGES[args.stage], resume=args.resume), indent=2))
     return 0
 
 
@@ -43,34 +47,49 @@ def cmd_pairs(args) -> int:
                             "--degradation", str(CONFIG)])
 
 
+def _stage_record(config: Path) -> dict:
+    """What one stage's run did, from its config and its last checkpoint."""
+    from safetensors import safe_open
+
+    from vidllie.train.trainer import load_train_config
+
+    cfg = load_train_config(config)
+    with safe_open(str(Path(REPO / cfg["output_dir"]) / "checkpoint.safetensors"), "pt") as f:
+        meta = f.metadata()
+    info = json.loads(meta["info"])
+    return {"config": str(config.relative_to(REPO)), "init_from": cfg["init_from"],
+            "crop": cfg["data"]["crop"], "batch_size": cfg["data"]["batch_size"],
+            "lr": cfg["optim"]["lr"], "steps": int(meta["step"]), "steps_planned": cfg["steps"],
+            "train_time_s": round(float(info["elapsed_s"]), 1),
+            "hardware": f"{info['hardware']} ({platform.machine()} CPU, no GPU)"}
+
+
 def cmd_export(args) -> int:
-    """EMA weights from the last training checkpoint (no selection on the held-out split)."""
+    """EMA weights from the final stage's last checkpoint (no selection on the held-out split)."""
     from safetensors import safe_open
 
     from vidllie.models import ModelConfig, build_model, save_model
     from vidllie.train.datasets import split_images
     from vidllie.train.trainer import load_train_config
 
-    cfg = load_train_config(CONFIG)
-    ckpt = RUN / "checkpoint.safetensors"
-    with safe_open(str(ckpt), "pt") as f:
+    cfg = load_train_config(FINAL)
+    with safe_open(str(RUN / "checkpoint.safetensors"), "pt") as f:
         meta = f.metadata()
         ema = {k[4:]: f.get_tensor(k) for k in f.keys() if k.startswith("ema.")}
-    info = json.loads(meta["info"])
     model = build_model(ModelConfig.from_dict(json.loads(meta["model_config"])))
     model.load_state_dict(ema)
+    stages = [_stage_record(STAGES[k]) for k in sorted(STAGES)]
     train_paths, held_out = split_images(REPO.parent / "shared" / "images", cfg["data"]["val_fraction"])
     evaluation = json.loads((RUN / "eval_heldout.json").read_text()) if (RUN / "eval_heldout.json").is_file() else None
     metadata = {
         "description": "vidllie bundled default: tiny-unguided Restormer (no DINO guidance: no DINO weights were available), "
-                       "EMA weights, trained on synthetic low-light pairs",
+                       "EMA weights, trained on synthetic low-light pairs in two stages",
         "data": f"synthetic pairs on the fly from ../shared/images (BSDS500 train+test, CamVid, CSun_Hays80, road): "
                 f"{len(train_paths)} training images; {len(held_out)} held out (MD5 of the relative path < 10 %), never trained on",
         "degradation": cfg["data"]["degradation"],
-        "crop": cfg["data"]["crop"], "batch_size": cfg["data"]["batch_size"],
-        "steps": int(meta["step"]), "steps_planned": cfg["steps"],
-        "train_time_s": round(float(info["elapsed_s"]), 1),
-        "hardware": f"{info['hardware']} ({platform.machine()} CPU shared with other jobs, no GPU)",
+        "stages": stages,
+        "steps": sum(st["steps"] for st in stages),
+        "train_time_s": round(sum(st["train_time_s"] for st in stages), 1),
         "exported": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%MZ"),
     }
     if evaluation is not None:
@@ -79,7 +98,7 @@ def cmd_export(args) -> int:
                                    "psnr_gt_mean": round(m["psnr_gt_mean"], 3), "ssim_gt_mean": round(m["ssim_gt_mean"], 4)}
     out = Path(args.out) if args.out else WEIGHTS
     save_model(model.eval(), out, metadata)
-    print(f"wrote {out} ({out.stat().st_size / 1e6:.2f} MB), step {meta['step']}")
+    print(f"wrote {out} ({out.stat().st_size / 1e6:.2f} MB), stage-2 step {meta['step']}")
     return 0
 
 
@@ -164,6 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
     p = sub.add_parser("train")
+    p.add_argument("--stage", type=int, choices=sorted(STAGES), default=1, help="1: from scratch; 2: fine-tune stage 1")
     p.add_argument("--resume", action="store_true")
     sub.add_parser("pairs")
     p = sub.add_parser("export")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -433,6 +434,10 @@ def test_save_load_round_trip(tmp_path, dinov3_dir):
         keys = set(f.keys())
         stored = json.loads(f.metadata()["config"])
     assert keys == set(model.state_dict())  # DINO referenced, not copied
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask  # not safetensors' private 0600
+    assert not list(tmp_path.glob(".*.tmp"))
     assert all(k.startswith(("restormer.", "guidance.")) for k in keys)
     assert stored["dino"]["backbone"] == dinov3_dir
     loaded = load_model(path)

@@ -8,15 +8,15 @@ id or folder. Pickle is never loaded.
 from __future__ import annotations
 
 import json
+import os
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import torch
 import yaml
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
-from safetensors import safe_open
 
 from vidllie.errors import WeightsError
 from vidllie.models.configuration import ModelConfig
@@ -68,8 +68,19 @@ def save_model(model: GuidedRestormer, path: str | Path, metadata: dict[str, Any
     for key, value in (metadata or {}).items():
         meta[key] = value if isinstance(value, str) else json.dumps(value)
     tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    return write_safetensors(tensors, path, meta)
+
+
+def write_safetensors(tensors: dict[str, torch.Tensor], path: str | Path, metadata: dict[str, str]) -> Path:
+    """``safetensors`` ``save_file`` to a temporary name, then renamed: never a partial file under
+    ``path``. The file gets the usual umask permissions (safetensors itself creates it 0600, which
+    would hide bundled or shared weights from other users)."""
+    path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp")
-    save_file(tensors, str(tmp), metadata=meta)
+    save_file(tensors, str(tmp), metadata=metadata)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
     tmp.replace(path)
     return path
 

@@ -29,10 +29,10 @@ from typing import Any
 import torch
 import yaml
 from safetensors import safe_open
-from safetensors.torch import save_file
 
 from vidllie.errors import InputError, OutputError, VidllieError
 from vidllie.models import build_model, load_model, save_model
+from vidllie.models.checkpoint import write_safetensors
 from vidllie.train.datasets import ClipPairs, PairedCrops, PairedFolder, SyntheticPairs, list_images, split_images, validation_pairs
 from vidllie.train.degrade import DegradeConfig
 from vidllie.train.evaluate import psnr, ssim
@@ -253,11 +253,7 @@ def save_checkpoint(path: Path, *, model, ema: EMA, opt, scheduler, scaler, step
         "info": json.dumps(info),
         "model_config": json.dumps(model.config.to_dict()),
     }
-    tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
-    tmp = path.with_name(f".{path.name}.tmp")
-    save_file(tensors, str(tmp), metadata=meta)
-    tmp.replace(path)
-    return path
+    return write_safetensors({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, path, meta)
 
 
 def load_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
