@@ -6,6 +6,7 @@
     python scripts/train_default.py export                # EMA weights of the stage-2 run -> vidllie/weights/default.safetensors
     python scripts/train_default.py evaluate              # table + JSON on runs/heldout -> runs/default-finetune/eval_heldout.{json,txt}
     python scripts/train_default.py realclip              # frame 300 of ../shared/media/night_dashcam.mp4, before/after
+    python scripts/train_default.py card                  # vidllie/weights/default.json from the weights + the two above
 
 Reads ../shared at run time; nothing from it is copied into the repo.
 """
@@ -110,6 +111,53 @@ def cmd_evaluate(args) -> int:
     table = format_table(results)
     (RUN / "eval_heldout.txt").write_text(table + "\n")
     print(table)
+    breakdown = _breakdown(results, json.loads((HELDOUT / "params.json").read_text())["pairs"])
+    (RUN / "eval_breakdown.json").write_text(json.dumps(breakdown, indent=2) + "\n")
+    print(json.dumps(breakdown, indent=2))
+    return 0
+
+
+def _breakdown(results: dict, params: dict) -> dict:
+    """The model's mean plain PSNR on the held-out pairs grouped by exposure, by whether the H.264
+    step ran, and by source folder (each pair's degradation parameters are in params.json)."""
+    groups: dict[str, dict[str, list[float]]] = {"exposure": {}, "h264": {}, "source": {}}
+    for row in results["per_image"]:
+        p = params[row["name"]]
+        exposure = p["exposure"][0]
+        band = "1/80-1/33" if exposure < 1 / 33 else "1/33-1/12.5" if exposure < 1 / 12.5 else "1/12.5-1/3"
+        keys = {"exposure": band, "h264": "with" if p["crf"][0] >= 0 else "without", "source": row["name"].split("__")[0]}
+        for group, key in keys.items():
+            groups[group].setdefault(key, []).append(row["model"]["psnr"])
+    return {group: {k: {"count": len(v), "psnr": round(sum(v) / len(v), 2)} for k, v in sorted(d.items())}
+            for group, d in groups.items()}
+
+
+def cmd_card(args) -> int:
+    """vidllie/weights/default.json: the bundled model's training stages, held-out table and real-clip
+    figures, from the exported weights' metadata and this run's eval_heldout.json / realclip.json."""
+    from vidllie.models.checkpoint import read_checkpoint_metadata
+    from vidllie.train.evaluate import format_table
+
+    meta = read_checkpoint_metadata(WEIGHTS)
+    evaluation = json.loads((RUN / "eval_heldout.json").read_text())
+    card = {
+        "model": f"{WEIGHTS.relative_to(REPO)} ({json.loads(meta['config'])['name']}, EMA, {meta['steps']} steps in all)",
+        "description": meta["description"],
+        "data": meta["data"],
+        "degradation": json.loads(meta["degradation"]),
+        "stages": json.loads(meta["stages"]),
+        "train_time_s": json.loads(meta["train_time_s"]),
+        "training_configs": [str(STAGES[k].relative_to(REPO)) for k in sorted(STAGES)],
+        "evaluation_table": format_table(evaluation).splitlines(),
+        "evaluation": evaluation,
+    }
+    if (RUN / "eval_breakdown.json").is_file():
+        card["evaluation_breakdown"] = json.loads((RUN / "eval_breakdown.json").read_text())
+    if (RUN / "realclip.json").is_file():
+        card["real_clip"] = json.loads((RUN / "realclip.json").read_text())
+    out = WEIGHTS.with_suffix(".json")
+    out.write_text(json.dumps(card, indent=1) + "\n")
+    print(f"wrote {out}")
     return 0
 
 
@@ -186,6 +234,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--stage", type=int, choices=sorted(STAGES), default=1, help="1: from scratch; 2: fine-tune stage 1")
     p.add_argument("--resume", action="store_true")
     sub.add_parser("pairs")
+    sub.add_parser("card")
     p = sub.add_parser("export")
     p.add_argument("--out", default=None)
     for name in ("evaluate", "realclip"):
@@ -194,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     return {"train": cmd_train, "pairs": cmd_pairs, "export": cmd_export, "evaluate": cmd_evaluate,
-            "realclip": cmd_realclip}[args.cmd](args)
+            "realclip": cmd_realclip, "card": cmd_card}[args.cmd](args)
 
 
 if __name__ == "__main__":
