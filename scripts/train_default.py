@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import platform
 import sys
 from pathlib import Path
 
@@ -55,14 +54,14 @@ def _stage_record(config: Path) -> dict:
     from vidllie.train.trainer import load_train_config
 
     cfg = load_train_config(config)
-    with safe_open(str(Path(REPO / cfg["output_dir"]) / "checkpoint.safetensors"), "pt") as f:
+    with safe_open(str(REPO / cfg["output_dir"] / "checkpoint.safetensors"), "pt") as f:
         meta = f.metadata()
     info = json.loads(meta["info"])
     return {"config": str(config.relative_to(REPO)), "init_from": cfg["init_from"],
             "crop": cfg["data"]["crop"], "batch_size": cfg["data"]["batch_size"],
             "lr": cfg["optim"]["lr"], "steps": int(meta["step"]), "steps_planned": cfg["steps"],
             "train_time_s": round(float(info["elapsed_s"]), 1),
-            "hardware": f"{info['hardware']} ({platform.machine()} CPU, no GPU)"}
+            "device": info["device"], "hardware": info["hardware"]}
 
 
 def cmd_export(args) -> int:
@@ -124,7 +123,7 @@ def _breakdown(results: dict, params: dict) -> dict:
     for row in results["per_image"]:
         p = params[row["name"]]
         exposure = p["exposure"][0]
-        band = "1/80-1/33" if exposure < 1 / 33 else "1/33-1/12.5" if exposure < 1 / 12.5 else "1/12.5-1/3"
+        band = "below 1/33" if exposure < 1 / 33 else "1/33-1/12.5" if exposure < 1 / 12.5 else "1/12.5 and above"
         keys = {"exposure": band, "h264": "with" if p["crf"][0] >= 0 else "without", "source": row["name"].split("__")[0]}
         for group, key in keys.items():
             groups[group].setdefault(key, []).append(row["model"]["psnr"])

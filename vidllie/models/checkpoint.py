@@ -73,15 +73,22 @@ def save_model(model: GuidedRestormer, path: str | Path, metadata: dict[str, Any
 
 def write_safetensors(tensors: dict[str, torch.Tensor], path: str | Path, metadata: dict[str, str]) -> Path:
     """``safetensors`` ``save_file`` to a temporary name, then renamed: never a partial file under
-    ``path``. The file gets the usual umask permissions (safetensors itself creates it 0600, which
-    would hide bundled or shared weights from other users)."""
+    ``path``. The file gets the permissions of any newly created file (safetensors itself makes
+    it 0600, which would hide bundled or shared weights from other users)."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp")
-    save_file(tensors, str(tmp), metadata=metadata)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)
-    tmp.replace(path)
+    # Create the file the ordinary way first to learn its mode (umask, default ACLs), without
+    # touching the process-wide umask.
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+    mode = os.fstat(fd).st_mode & 0o777
+    os.close(fd)
+    try:
+        save_file(tensors, str(tmp), metadata=metadata)
+        os.chmod(tmp, mode)
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     return path
 
 

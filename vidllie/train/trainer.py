@@ -30,7 +30,7 @@ import torch
 import yaml
 from safetensors import safe_open
 
-from vidllie.errors import InputError, OutputError, VidllieError
+from vidllie.errors import InputError, OutputError
 from vidllie.models import build_model, load_model, save_model
 from vidllie.models.checkpoint import write_safetensors
 from vidllie.train.datasets import ClipPairs, PairedCrops, PairedFolder, SyntheticPairs, list_images, split_images, validation_pairs
@@ -568,22 +568,14 @@ def _model_config(data: dict):
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m vidllie.train.trainer --config FILE [--resume]`` (the CLI's ``vidllie train``
-    calls :func:`train` the same way)."""
-    import argparse
+    """``python -m vidllie.train.trainer --config FILE [--resume]``: the same as ``vidllie train``
+    (one-line errors, exit codes), returning the exit status."""
+    from vidllie.cli import app
 
-    parser = argparse.ArgumentParser(prog="python -m vidllie.train.trainer")
-    parser.add_argument("--config", required=True)
-    parser.add_argument("--resume", action="store_true")
-    args = parser.parse_args(argv)
     try:
-        summary = train(args.config, resume=args.resume)
-    except VidllieError as err:
-        print(f"vidllie: error: {err}", file=sys.stderr)
-        return err.exit_code
-    except KeyboardInterrupt:
-        return 130
-    print(json.dumps(summary, indent=2))
+        app(["train", *(sys.argv[1:] if argv is None else argv)], prog_name="python -m vidllie.train.trainer")
+    except SystemExit as exit_:
+        return exit_.code if isinstance(exit_.code, int) else 0 if exit_.code is None else 1
     return 0
 
 
