@@ -2,9 +2,10 @@
 
     python scripts/train_default.py train                 # stage 1 = vidllie train --config configs/train/default.yaml
     python scripts/train_default.py train --stage 2       # stage 2 = vidllie train --config configs/train/default-finetune.yaml
+    python scripts/train_default.py train --stage 3       # stage 3 = vidllie train --config configs/train/default-stage3.yaml
     python scripts/train_default.py pairs                 # held-out synthetic pairs -> runs/heldout (scripts/make_pairs.py)
-    python scripts/train_default.py export                # EMA weights of the stage-2 run -> vidllie/weights/default.safetensors
-    python scripts/train_default.py evaluate              # table + JSON on runs/heldout -> runs/default-finetune/eval_heldout.{json,txt}
+    python scripts/train_default.py export                # EMA weights of the final stage's run -> vidllie/weights/default.safetensors
+    python scripts/train_default.py evaluate              # table + JSON on runs/heldout -> runs/default-stage3/eval_heldout.{json,txt}
     python scripts/train_default.py realclip              # frame 300 of ../shared/media/night_dashcam.mp4, before/after
     python scripts/train_default.py card                  # vidllie/weights/default.json from the weights + the two above
 
@@ -22,11 +23,13 @@ from pathlib import Path
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-# The bundled model is trained in two stages; stage 2 starts from stage 1's final EMA weights.
-STAGES = {1: REPO / "configs" / "train" / "default.yaml", 2: REPO / "configs" / "train" / "default-finetune.yaml"}
-CONFIG = STAGES[1]  # the degradation of the held-out pairs (both stages use the same)
-FINAL = STAGES[2]
-RUN = REPO / "runs" / "default-finetune"  # the final stage's run: exported, evaluated
+# The bundled model is trained in stages; each stage after the first starts from the previous
+# stage's final EMA weights (its config's init_from).
+STAGES = {1: REPO / "configs" / "train" / "default.yaml", 2: REPO / "configs" / "train" / "default-finetune.yaml",
+          3: REPO / "configs" / "train" / "default-stage3.yaml"}
+CONFIG = STAGES[1]  # the degradation of the held-out pairs (all stages use the same)
+FINAL = STAGES[max(STAGES)]
+RUN = REPO / "runs" / "default-stage3"  # the final stage's run (FINAL's output_dir): exported, evaluated
 HELDOUT = REPO / "runs" / "heldout"
 WEIGHTS = REPO / "vidllie" / "weights" / "default.safetensors"
 CLIP = REPO.parent / "shared" / "media" / "night_dashcam.mp4"
@@ -83,7 +86,8 @@ def cmd_export(args) -> int:
     evaluation = json.loads((RUN / "eval_heldout.json").read_text()) if (RUN / "eval_heldout.json").is_file() else None
     metadata = {
         "description": "vidllie bundled default: tiny-unguided Restormer (no DINO guidance: no DINO weights were available), "
-                       "EMA weights, trained on synthetic low-light pairs in two stages",
+                       "EMA weights, trained on synthetic low-light pairs in "
+                       f"{len(stages)} stages",
         "data": f"synthetic pairs on the fly from ../shared/images (BSDS500 train+test, CamVid, CSun_Hays80, road): "
                 f"{len(train_paths)} training images; {len(held_out)} held out (MD5 of the relative path < 10 %), never trained on",
         "degradation": cfg["data"]["degradation"],
@@ -98,7 +102,7 @@ def cmd_export(args) -> int:
                                    "psnr_gt_mean": round(m["psnr_gt_mean"], 3), "ssim_gt_mean": round(m["ssim_gt_mean"], 4)}
     out = Path(args.out) if args.out else WEIGHTS
     save_model(model.eval(), out, metadata)
-    print(f"wrote {out} ({out.stat().st_size / 1e6:.2f} MB), stage-2 step {meta['step']}")
+    print(f"wrote {out} ({out.stat().st_size / 1e6:.2f} MB), final stage {max(STAGES)} at step {meta['step']}")
     return 0
 
 
@@ -201,6 +205,13 @@ def cmd_realclip(args) -> int:
         stats[f"luma_p1_p5_p50_{name}"] = [round(float(v) * 255, 2) for v in q]
     dark = luma(after) < 0.25
     stats["mean_rgb_after_shadows"] = [round(float(after[:, c : c + 1][dark].mean()) * 255, 2) for c in range(3)]
+    # the same in CIELAB: at luma ~15/255 a few RGB levels are a large ratio but a small perceptual
+    # difference; a*/b* near 0 and chroma ~2.3 (one just-noticeable difference) mean no visible cast
+    lab = kornia.color.rgb_to_lab(after)
+    for name, mask in (("all", lab[:, 0] > -1), ("L_below_10", lab[:, 0] < 10), ("L_10_30", (lab[:, 0] >= 10) & (lab[:, 0] < 30))):
+        stats[f"lab_after_{name}"] = {"fraction": round(float(mask.float().mean()), 3),
+                                      "a": round(float(lab[:, 1][mask].mean()), 2), "b": round(float(lab[:, 2][mask].mean()), 2),
+                                      "chroma": round(float(lab[:, 1:].pow(2).sum(1).sqrt()[mask].mean()), 2)}
     # noise: high-frequency energy of the output vs the input brightened by a plain linear-light gain to the same mean
     lin = srgb_to_linear(before)
     target = float(luma(after).mean())
@@ -230,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
     p = sub.add_parser("train")
-    p.add_argument("--stage", type=int, choices=sorted(STAGES), default=1, help="1: from scratch; 2: fine-tune stage 1")
+    p.add_argument("--stage", type=int, choices=sorted(STAGES), default=1, help="1: from scratch; N > 1: fine-tune stage N-1")
     p.add_argument("--resume", action="store_true")
     sub.add_parser("pairs")
     sub.add_parser("card")
