@@ -22,6 +22,8 @@ from pathlib import Path
 
 import torch
 
+from vidllie.train.trainer import load_train_config
+
 REPO = Path(__file__).resolve().parents[1]
 # The bundled model is trained in stages; each stage after the first starts from the previous
 # stage's final EMA weights (its config's init_from).
@@ -29,7 +31,7 @@ STAGES = {1: REPO / "configs" / "train" / "default.yaml", 2: REPO / "configs" / 
           3: REPO / "configs" / "train" / "default-stage3.yaml"}
 CONFIG = STAGES[1]  # the degradation of the held-out pairs (all stages use the same)
 FINAL = STAGES[max(STAGES)]
-RUN = REPO / "runs" / "default-stage3"  # the final stage's run (FINAL's output_dir): exported, evaluated
+RUN = REPO / load_train_config(FINAL)["output_dir"]  # the final stage's run: exported, evaluated
 HELDOUT = REPO / "runs" / "heldout"
 WEIGHTS = REPO / "vidllie" / "weights" / "default.safetensors"
 CLIP = REPO.parent / "shared" / "media" / "night_dashcam.mp4"
@@ -54,9 +56,10 @@ def _stage_record(config: Path) -> dict:
     """What one stage's run did, from its config and its last checkpoint."""
     from safetensors import safe_open
 
-    from vidllie.train.trainer import load_train_config
-
     cfg = load_train_config(config)
+    if cfg["data"]["degradation"] != load_train_config(CONFIG)["data"]["degradation"]:
+        # the held-out pairs are made with CONFIG's degradation; the card states one for all stages
+        raise SystemExit(f"{config.relative_to(REPO)}: degradation differs from {CONFIG.relative_to(REPO)}")
     with safe_open(str(REPO / cfg["output_dir"] / "checkpoint.safetensors"), "pt") as f:
         meta = f.metadata()
     info = json.loads(meta["info"])
@@ -73,7 +76,6 @@ def cmd_export(args) -> int:
 
     from vidllie.models import ModelConfig, build_model, save_model
     from vidllie.train.datasets import split_images
-    from vidllie.train.trainer import load_train_config
 
     cfg = load_train_config(FINAL)
     with safe_open(str(RUN / "checkpoint.safetensors"), "pt") as f:
@@ -208,7 +210,7 @@ def cmd_realclip(args) -> int:
     # the same in CIELAB: at luma ~15/255 a few RGB levels are a large ratio but a small perceptual
     # difference; a*/b* near 0 and chroma ~2.3 (one just-noticeable difference) mean no visible cast
     lab = kornia.color.rgb_to_lab(after)
-    for name, mask in (("all", lab[:, 0] > -1), ("L_below_10", lab[:, 0] < 10), ("L_10_30", (lab[:, 0] >= 10) & (lab[:, 0] < 30))):
+    for name, mask in (("all", torch.ones_like(lab[:, 0], dtype=torch.bool)), ("L_below_10", lab[:, 0] < 10), ("L_10_30", (lab[:, 0] >= 10) & (lab[:, 0] < 30))):
         stats[f"lab_after_{name}"] = {"fraction": round(float(mask.float().mean()), 3),
                                       "a": round(float(lab[:, 1][mask].mean()), 2), "b": round(float(lab[:, 2][mask].mean()), 2),
                                       "chroma": round(float(lab[:, 1:].pow(2).sum(1).sqrt()[mask].mean()), 2)}
