@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from vidllie.errors import InputError
-from vidllie.train.degrade import DegradeConfig, degrade, sample_degradation
+from vidllie.train.degrade import DegradeConfig, degrade_pair, sample_degradation
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 LOW_DIRS = ("low", "Low", "LOW", "input")
@@ -180,7 +180,7 @@ class SyntheticPairs:
         idx = torch.randint(0, len(self.images), (self.batch_size,), generator=generator).tolist()
         high = torch.stack([random_crop_scaled(self.images[i], self.crop, generator, self.scale) for i in idx])
         params = sample_degradation(self.batch_size, generator, self.degradation)
-        return degrade(high, params, generator), high
+        return degrade_pair(high, params, generator)  # the target is `high` unless night light changes it
 
 
 def name_seed(name: str, seed: int) -> int:
@@ -199,7 +199,8 @@ def fixed_pair(image: torch.Tensor, name: str, seed: int, degradation: DegradeCo
     high = img[:, :h, :w][None].contiguous()
     g = torch.Generator().manual_seed(name_seed(name, seed))
     params = sample_degradation(1, g, degradation)
-    return degrade(high, params, g)[0], high[0]
+    low, target = degrade_pair(high, params, g)
+    return low[0], target[0]
 
 
 def validation_pairs(paths: Sequence[Path], root: str | Path, *, seed: int = 1234, crop: int | None = 256,
@@ -333,7 +334,7 @@ class ClipPairs:
     def batch(self, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         high = torch.stack([self._clip(generator) for _ in range(self.batch_size)])
         params = sample_degradation(self.batch_size, generator, self.degradation)
-        return degrade(high, params, generator), high
+        return degrade_pair(high, params, generator)  # the target is `high` unless night light changes it
 
 
 class PairedCrops:
