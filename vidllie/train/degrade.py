@@ -101,7 +101,7 @@ class DegradeConfig:
     light_level: tuple[float, float] = (0.15, 1.5)  # log-uniform, luma of the brightest point (linear)
     light_ratio: tuple[float, float] = (30.0, 300.0)  # log-uniform, brightest / darkest luma of the map
     light_sources: tuple[int, int] = (1, 4)  # number of pools/cones/windows
-    light_radius: tuple[float, float] = (0.08, 0.45)  # log-uniform, fraction of the long image side
+    light_radius: tuple[float, float] = (0.06, 0.35)  # log-uniform, fraction of the long image side
     light_falloff: tuple[float, float] = (1.0, 3.0)  # profile exp(-d**p): 1 soft tail ... 3 hard edge
     ambient_kelvin: tuple[float, float] = (6500.0, 12000.0)  # moonlight / sky glow: neutral ... bluish
     core_prob: float = 0.5  # per source: a visible emitter that clips
@@ -578,8 +578,8 @@ def night_target(x: torch.Tensor, params: DegradeParams) -> torch.Tensor:
     if bool(emitters.any()):
         h, w = out.shape[-2:]
         core, glow = (_per_frame(m, t) for m in emitter_maps(lay, h, w))
-        lin = (srgb_to_linear(out) + glow) * (1.0 - core) + core
-        out = torch.where(_mask(emitters, t), linear_to_srgb(lin.clamp(0.0, 1.0)), out)
+        lit = linear_to_srgb((srgb_to_linear(out) + glow).clamp(0.0, 1.0)) * (1.0 - core) + core  # cores exactly 1
+        out = torch.where(_mask(emitters, t), lit, out)
     return out.reshape(x.shape)
 
 
