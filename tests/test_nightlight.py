@@ -259,3 +259,27 @@ def test_grey_video_decodes_grey_and_stays_grey(tmp_path):
     assert bool(is_grey(out).all())
     u8 = (out * 255).round()
     assert torch.equal(u8[:, 0], u8[:, 1]) and torch.equal(u8[:, 1], u8[:, 2])  # still grey once stored as 8 bits
+
+
+def test_make_pairs_writes_night_pairs_and_a_contact_sheet(tmp_path):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+    import json
+
+    import make_pairs
+
+    from vidllie.train.datasets import PairedFolder, load_image
+
+    for i in range(3):
+        save_image(tmp_path / "images" / f"img{i}", scene(1, 48, 64, seed=i)[0])
+    out = tmp_path / "pairs"
+    assert make_pairs.main([str(tmp_path / "images"), str(out), "--split", "all", "--light-prob", "1",
+                            "--mono-prob", "1", "--grid", str(tmp_path / "sheet.jpg"), "--grid-height", "40"]) == 0
+    record = json.loads((out / "params.json").read_text())
+    assert record["degradation"]["light_prob"] == 1.0 and len(record["pairs"]) == 3
+    assert all(p["light"]["lit"] == [True] for p in record["pairs"].values())
+    data = PairedFolder(out)
+    for i in range(len(data)):
+        low, high, _ = data[i]
+        assert bool(is_grey(low[None]).all() and is_grey(high[None]).all())
+    sheet = load_image(tmp_path / "sheet.jpg")
+    assert sheet.shape[1] == 3 * 40 + 2 * 4 and sheet.shape[2] >= 3 * 53  # 3 rows of 3 tiles
