@@ -191,11 +191,10 @@ def chunked_forward(
     else:
         raise TypeError(f"chunked_forward needs a GuidedRestormer or Restormer, got {type(model).__name__}")
     run_stage = chunked_stage_runner(math.ceil(chunk / net.config.pixel_unshuffle))
-    if net is model:
-        return net(x, run_stage=run_stage)
-    # The model's own wiring and guidance hook, applied to the full level maps, so the guidance's
-    # global pooling and cross-attention see the whole frame.
-    return model(x, dino_maps, region=region, run_stage=run_stage)
+    # The model's own guidance hook, applied to the full level maps (so the guidance's global
+    # pooling and cross-attention see the whole frame), and the body's own wiring.
+    hook = None if net is model else model.level_hook(dino_maps, (x.shape[-2], x.shape[-1]), region)
+    return net(x, level_hook=hook, run_stage=run_stage)
 
 
 __all__ = ["chunked_block", "chunked_forward", "chunked_stage_runner"]
