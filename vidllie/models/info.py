@@ -18,7 +18,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from vidllie.errors import WeightsError
 from vidllie.models.checkpoint import build_model, load_model, variant_names
 from vidllie.models.configuration import ModelConfig
-from vidllie.models.dino import DinoBackbone, dino_grid
+from vidllie.models.dino import DinoBackbone, dino_grid, load_dino
 from vidllie.models.guidance import injection_levels
 from vidllie.models.guided_restormer import GuidedRestormer
 
@@ -89,7 +89,7 @@ def describe(
             if isinstance(dino, DinoBackbone):
                 backbone = dino
             else:
-                backbone = DinoBackbone(config.dino, source=None if dino in (None, True) else dino)
+                backbone, _ = load_dino(config.dino, None if dino in (None, True) else dino)
             dino_status = "loaded"
         except WeightsError as err:
             dino_status = f"not loaded: {err}"

@@ -11,7 +11,7 @@ Tiles overlap; inside an overlap the two tiles' outputs are blended with complem
 ramps (they sum to one), so the result changes smoothly from one tile to the next and no seam
 shows. Each tile's outermost overlap pixels (which saw padding instead of their neighbours) get no
 weight at all. Tile starts are aligned to the model's size multiple so no tile needs extra padding and
-guidance maps can be cropped on the same grid::
+DINO maps can be cropped on the same grid::
 
     y = feathered_forward(lambda t, g: model(t, g), x, tile=512, overlap=64, align=model.size_multiple)
 """

@@ -124,7 +124,7 @@ def _section(cls, data: Any, where: str, nested: dict[str, Any] | None = None):
     known = {f.name for f in dataclasses.fields(cls)}
     for key in data:
         if key not in known:
-            raise InputError(f"training config: unknown key {where}{key!r}")
+            raise InputError(f"training config: unknown key {where + key!r}")
     values = dict(data)
     for key, build in (nested or {}).items():
         if key in values:
