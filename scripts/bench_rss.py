@@ -30,7 +30,7 @@ def main() -> None:
     peaks = {}
     with tempfile.TemporaryDirectory() as tmp:
         if args.synthetic:
-            from vidllie.pipeline.bench import parse_size
+            from vidllie.pipeline.options import parse_size
             from vidllie.video.synthetic import write_synthetic_clip
 
             w, h = parse_size(args.synthetic)

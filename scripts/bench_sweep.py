@@ -7,7 +7,7 @@ cell and nothing is warm from the previous one. Example (GPU):
     python scripts/bench_sweep.py --model small.safetensors --sizes 360p 720p 1080p 4k \\
         --batch-sizes 1 4 8 --precisions fp16 bf16 fp32 --cache on off --out docs/bench_gpu.md
 
-4K cells run with tiling (--tile 1024) unless --tile is given. A failing cell is recorded with its
+4K cells run in exact chunks (--chunk 1024) unless --chunk is given. A failing cell is recorded with its
 error and the sweep goes on.
 """
 
@@ -32,9 +32,9 @@ def run_cell(args, size: str, batch: int, precision: str, cache: str) -> dict:
                "--batch-size", str(batch), "--precision", precision, "--dino-cache", cache,
                "--device", args.device, "--json", str(out), "--quiet"]
         cmd += ["--synthetic", size] if args.input is None else [args.input]
-        tile = args.tile if args.tile is not None else (1024 if size.lower() in ("4k", "2160p", "3840x2160") else None)
-        if tile:
-            cmd += ["--tile", str(tile)]
+        chunk = args.chunk if args.chunk is not None else (1024 if size.lower() in ("4k", "2160p", "3840x2160") else None)
+        if chunk:
+            cmd += ["--chunk", str(chunk)]
         if args.dino:
             cmd += ["--dino", args.dino]
         proc = subprocess.run(cmd, capture_output=True, text=True)
@@ -65,7 +65,7 @@ def main() -> None:
     p.add_argument("--batch-sizes", nargs="+", type=int, default=[1, 4])
     p.add_argument("--precisions", nargs="+", default=["auto"])
     p.add_argument("--cache", nargs="+", default=["on"], choices=["on", "off"])
-    p.add_argument("--tile", type=int, default=None)
+    p.add_argument("--chunk", type=int, default=None)
     p.add_argument("--out", type=Path, default=None, help="write the markdown table here (else stdout)")
     args = p.parse_args()
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from vidllie.train.trainer import load_train_config
+from vidllie.train.config import load_train_config
 
 REPO = Path(__file__).resolve().parents[1]
 # The bundled model is trained in stages; each stage after the first starts from the previous
@@ -31,7 +31,7 @@ STAGES = {1: REPO / "configs" / "train" / "default.yaml", 2: REPO / "configs" / 
           3: REPO / "configs" / "train" / "default-stage3.yaml"}
 CONFIG = STAGES[1]  # the degradation of the held-out pairs (all stages use the same)
 FINAL = STAGES[max(STAGES)]
-RUN = REPO / load_train_config(FINAL)["output_dir"]  # the final stage's run: exported, evaluated
+RUN = REPO / load_train_config(FINAL).output_dir  # the final stage's run: exported, evaluated
 HELDOUT = REPO / "runs" / "heldout"
 WEIGHTS = REPO / "vidllie" / "weights" / "default.safetensors"
 CLIP = REPO.parent / "shared" / "media" / "night_dashcam.mp4"
@@ -57,15 +57,15 @@ def _stage_record(config: Path) -> dict:
     from safetensors import safe_open
 
     cfg = load_train_config(config)
-    if cfg["data"]["degradation"] != load_train_config(CONFIG)["data"]["degradation"]:
+    if cfg.data.degradation != load_train_config(CONFIG).data.degradation:
         # the held-out pairs are made with CONFIG's degradation; the card states one for all stages
         raise SystemExit(f"{config.relative_to(REPO)}: degradation differs from {CONFIG.relative_to(REPO)}")
-    with safe_open(str(REPO / cfg["output_dir"] / "checkpoint.safetensors"), "pt") as f:
+    with safe_open(str(REPO / cfg.output_dir / "checkpoint.safetensors"), "pt") as f:
         meta = f.metadata()
     info = json.loads(meta["info"])
-    return {"config": str(config.relative_to(REPO)), "init_from": cfg["init_from"],
-            "crop": cfg["data"]["crop"], "batch_size": cfg["data"]["batch_size"],
-            "lr": cfg["optim"]["lr"], "steps": int(meta["step"]), "steps_planned": cfg["steps"],
+    return {"config": str(config.relative_to(REPO)), "init_from": cfg.init_from,
+            "crop": cfg.data.crop, "batch_size": cfg.data.batch_size,
+            "lr": cfg.optim.lr, "steps": int(meta["step"]), "steps_planned": cfg.steps,
             "train_time_s": round(float(info["elapsed_s"]), 1),
             "device": info["device"], "hardware": info["hardware"]}
 
@@ -84,7 +84,7 @@ def cmd_export(args) -> int:
     model = build_model(ModelConfig.from_dict(json.loads(meta["model_config"])))
     model.load_state_dict(ema)
     stages = [_stage_record(STAGES[k]) for k in sorted(STAGES)]
-    train_paths, held_out = split_images(REPO.parent / "shared" / "images", cfg["data"]["val_fraction"])
+    train_paths, held_out = split_images(REPO.parent / "shared" / "images", cfg.data.val_fraction)
     evaluation = json.loads((RUN / "eval_heldout.json").read_text()) if (RUN / "eval_heldout.json").is_file() else None
     metadata = {
         "description": "vidllie bundled default: tiny-unguided Restormer (no DINO guidance: no DINO weights were available), "
@@ -92,7 +92,7 @@ def cmd_export(args) -> int:
                        f"{len(stages)} stages",
         "data": f"synthetic pairs on the fly from ../shared/images (BSDS500 train+test, CamVid, CSun_Hays80, road): "
                 f"{len(train_paths)} training images; {len(held_out)} held out (MD5 of the relative path < 10 %), never trained on",
-        "degradation": cfg["data"]["degradation"],
+        "degradation": cfg.data.degradation.to_dict(),
         "stages": stages,
         "steps": sum(st["steps"] for st in stages),
         "train_time_s": round(sum(st["train_time_s"] for st in stages), 1),

@@ -11,7 +11,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from conftest import DINO_HIDDEN, randomize_guidance
 from vidllie.models import DinoConfig, GuidanceConfig, ModelConfig, RestormerConfig, build_model
 from vidllie.models.chunked import chunked_forward
-from vidllie.models.dino import DinoGuide
+from vidllie.models.dino import DinoBackbone
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -73,7 +73,7 @@ def guided_model(backbone: str, mode: str, levels: str, unshuffle: int):
     )
     model = build_model(config).eval()
     randomize_guidance(model)  # proj_out is zero-initialised
-    return model, DinoGuide(config.dino)
+    return model, DinoBackbone(config.dino)
 
 
 @pytest.mark.parametrize("mode,levels,unshuffle", [
@@ -85,13 +85,13 @@ def test_chunked_guided_equals_whole_frame(dinov3_dir, mode, levels, unshuffle):
     x = frames()
     with torch.inference_mode():
         maps = dino(x)
-        want = model(x, guidance=maps)
+        want = model(x, dino_maps=maps)
         unguided = model(x)
-        got = chunked_forward(model, x, guidance=maps, chunk=24)
+        got = chunked_forward(model, x, dino_maps=maps, chunk=24)
         # A tile of the frame, placed by `region` as in GuidedRestormer.forward.
         tile = x[..., 16:64, 32:112]
-        want_tile = model(tile, guidance=maps, region=(16, 32, 67, 131))
-        got_tile = chunked_forward(model, tile, guidance=maps, chunk=24, region=(16, 32, 67, 131))
+        want_tile = model(tile, dino_maps=maps, region=(16, 32, 67, 131))
+        got_tile = chunked_forward(model, tile, dino_maps=maps, chunk=24, region=(16, 32, 67, 131))
     assert (want - unguided).abs().max().item() > 1e-2  # the guidance matters
     assert (got - want).abs().max().item() <= 1e-4
     assert (got_tile - want_tile).abs().max().item() <= 1e-4

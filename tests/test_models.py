@@ -33,7 +33,7 @@ from vidllie.models import (
     variant_config,
     variant_names,
 )
-from vidllie.models.dino import DinoGuide, dino_grid
+from vidllie.models.dino import DinoBackbone, dino_grid
 from vidllie.models.guidance import GuideGeometry
 from vidllie.models.info import describe, format_info, model_macs
 
@@ -119,7 +119,7 @@ def test_variants_sizes_and_dino_named():
 ])
 def test_dino_maps_are_normalised_patch_tokens(request, fixture, registers, patch):
     folder = request.getfixturevalue(fixture)
-    dino = DinoGuide(tiny_config(folder, patch=patch).dino)
+    dino = DinoBackbone(tiny_config(folder, patch=patch).dino)
     assert dino.num_prefix_tokens == 1 + registers
     x = frames()
     maps = dino(x)
@@ -138,15 +138,15 @@ def test_dino_maps_are_normalised_patch_tokens(request, fixture, registers, patc
 
 def test_register_count_does_not_change_map_shapes(dinov3_dir, dinov3_noreg_dir):
     x = frames()
-    with_reg = DinoGuide(tiny_config(dinov3_dir).dino)(x)
-    without = DinoGuide(tiny_config(dinov3_noreg_dir).dino)(x)
+    with_reg = DinoBackbone(tiny_config(dinov3_dir).dino)(x)
+    without = DinoBackbone(tiny_config(dinov3_noreg_dir).dino)(x)
     assert [m.shape for m in with_reg] == [m.shape for m in without]
 
 
 def test_dino_preprocessing_geometry(dinov3_dir, dinov2_dir):
     x = frames()
-    v3 = DinoGuide(tiny_config(dinov3_dir).dino)
-    v2 = DinoGuide(tiny_config(dinov2_dir, patch=14).dino)
+    v3 = DinoBackbone(tiny_config(dinov3_dir).dino)
+    v2 = DinoBackbone(tiny_config(dinov2_dir, patch=14).dino)
     assert v3.preprocess(x).shape[-2:] == (32, 64)  # 32x63 padded to 16
     assert v2.preprocess(x).shape[-2:] == (42, 70)  # 32x63 padded to 14
     # gamma 0.4 then ImageNet normalisation, checked on a flat grey frame (no resize needed)
@@ -158,7 +158,7 @@ def test_dino_preprocessing_geometry(dinov3_dir, dinov2_dir):
 
 def test_dino_is_frozen_and_stays_eval(dinov3_dir):
     config = tiny_config(dinov3_dir)
-    dino = DinoGuide(config.dino)
+    dino = DinoBackbone(config.dino)
     parent = torch.nn.ModuleDict({"dino": dino})
     parent.train()
     assert not dino.training and not any(m.training for m in dino.modules())
@@ -185,8 +185,8 @@ def test_dino_loads_by_hub_id_from_the_cache_offline(tmp_path, monkeypatch, dino
     (repo / "refs").mkdir()
     (repo / "refs" / "main").write_text("0" * 40)
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))
-    cached = DinoGuide(tiny_config("vidllie-test/tiny-dinov3").dino)
-    local = DinoGuide(tiny_config(dinov3_dir).dino)
+    cached = DinoBackbone(tiny_config("vidllie-test/tiny-dinov3").dino)
+    local = DinoBackbone(tiny_config(dinov3_dir).dino)
     x = frames(1)
     assert all(torch.equal(a, b) for a, b in zip(cached(x), local(x)))
 
@@ -194,7 +194,7 @@ def test_dino_loads_by_hub_id_from_the_cache_offline(tmp_path, monkeypatch, dino
 def test_dino_features_backpropagate_to_the_input(dinov3_dir):
     # For perceptual losses: finite gradients to the frames, also at 0 and below (x**0.4 has an
     # infinite slope at 0), none to the frozen backbone; forward() itself records no graph.
-    dino = DinoGuide(tiny_config(dinov3_dir).dino)
+    dino = DinoBackbone(tiny_config(dinov3_dir).dino)
     x = frames(1).clone()
     x[..., :4, :4] = 0.0
     x[..., 4:8, :4] = -0.1
@@ -207,13 +207,13 @@ def test_dino_features_backpropagate_to_the_input(dinov3_dir):
 
 def test_missing_dino_weights_give_one_clear_line(tmp_path, dinov3_dir):
     with pytest.raises(WeightsError) as err:
-        DinoGuide(tiny_config(str(tmp_path / "no-such-folder")).dino)
+        DinoBackbone(tiny_config(str(tmp_path / "no-such-folder")).dino)
     msg = str(err.value)
     assert "no-such-folder" in msg and "--dino PATH" in msg and "--dino none" in msg and "\n" not in msg
 
     # An uncached hub id with HF_HUB_OFFLINE=1 (set by conftest).
     with pytest.raises(WeightsError) as err:
-        DinoGuide(tiny_config("facebook/dinov3-vits16-vidllie-test-missing").dino)
+        DinoBackbone(tiny_config("facebook/dinov3-vits16-vidllie-test-missing").dino)
     msg = str(err.value)
     assert "facebook/dinov3-vits16-vidllie-test-missing" in msg and "huggingface-cli login" in msg
     assert "licence" in msg and "--dino PATH" in msg and "\n" not in msg
@@ -222,12 +222,12 @@ def test_missing_dino_weights_give_one_clear_line(tmp_path, dinov3_dir):
     (tmp_path / "config_only").mkdir()
     (tmp_path / "config_only" / "config.json").write_text(Path(dinov3_dir, "config.json").read_text())
     with pytest.raises(WeightsError, match="config_only"):
-        DinoGuide(tiny_config(str(tmp_path / "config_only")).dino)
+        DinoBackbone(tiny_config(str(tmp_path / "config_only")).dino)
 
     # A backbone of another width than the model was built for.
     wrong = dataclasses.replace(tiny_config(dinov3_dir).dino, hidden_size=64)
     with pytest.raises(WeightsError, match="hidden size 32"):
-        DinoGuide(wrong)
+        DinoBackbone(wrong)
 
 
 def test_unreachable_hub_fails_fast_without_retry_noise(monkeypatch, capfd):
@@ -240,7 +240,7 @@ def test_unreachable_hub_fails_fast_without_retry_noise(monkeypatch, capfd):
     monkeypatch.setattr(constants, "ENDPOINT", "http://127.0.0.1:9")  # closed loopback port
     t0 = time.perf_counter()
     with pytest.raises(WeightsError) as err:
-        DinoGuide(tiny_config("facebook/dinov3-vits16-vidllie-test-missing").dino)
+        DinoBackbone(tiny_config("facebook/dinov3-vits16-vidllie-test-missing").dino)
     assert time.perf_counter() - t0 < 10
     msg = str(err.value)
     assert "unreachable" in msg and "--dino PATH" in msg and "\n" not in msg
@@ -259,13 +259,13 @@ def test_guided_equals_plain_restormer_at_init(dinov3_dir, levels, mode):
     plain = Restormer(config.restormer).eval()
     plain.load_state_dict(model.restormer.state_dict())
     x = frames()
-    maps = DinoGuide(config.dino)(x)
+    maps = DinoBackbone(config.dino)(x)
     with torch.no_grad():
-        guided = model(x, guidance=maps)
+        guided = model(x, dino_maps=maps)
         assert torch.equal(guided, plain(x))
         # and the guidance really is wired in: non-zero output projections change the result
         randomize_guidance(model, scale=0.1)
-        assert not torch.allclose(model(x, guidance=maps), guided)
+        assert not torch.allclose(model(x, dino_maps=maps), guided)
 
 
 @pytest.mark.parametrize("fixture,patch,levels,mode", [
@@ -276,19 +276,19 @@ def test_guided_equals_plain_restormer_at_init(dinov3_dir, levels, mode):
 def test_odd_sizes_and_batch_equals_per_frame(request, fixture, patch, levels, mode):
     torch.manual_seed(0)
     config = tiny_config(request.getfixturevalue(fixture), levels, mode, patch=patch)
-    dino = DinoGuide(config.dino)
+    dino = DinoBackbone(config.dino)
     model = build_model(config).eval()
     randomize_guidance(model, scale=0.1)
     x = frames(2, 67, 131)
     with torch.no_grad():
         maps = dino(x)
-        out = model(x, guidance=maps)
+        out = model(x, dino_maps=maps)
         assert out.shape == x.shape and torch.isfinite(out).all()
         for i in range(2):
             single_maps = dino(x[i : i + 1])
             for a, b in zip(single_maps, maps):
                 torch.testing.assert_close(a, b[i : i + 1], rtol=1e-5, atol=1e-5)
-            torch.testing.assert_close(model(x[i : i + 1], guidance=single_maps), out[i : i + 1], rtol=1e-5, atol=1e-5)
+            torch.testing.assert_close(model(x[i : i + 1], dino_maps=single_maps), out[i : i + 1], rtol=1e-5, atol=1e-5)
 
 
 def test_guidance_maps_align_with_frame_pixels():
@@ -324,7 +324,7 @@ def test_tile_guidance_is_the_crop_of_the_frame_guidance(dinov3_dir):
     model = build_model(config).eval()
     randomize_guidance(model, scale=0.1)
     x = frames(1)
-    maps = DinoGuide(config.dino)(x)
+    maps = DinoBackbone(config.dino)(x)
     with torch.no_grad():
         assert torch.equal(model(x, maps, region=(0, 0, 67, 131)), model(x, maps))
         assert model(x[..., 16:, 32:], maps, region=(16, 32, 67, 131)).shape == (1, 3, 51, 99)
@@ -347,14 +347,14 @@ def test_upsampled_guidance_has_no_patch_blocks():
 def test_gradients_flow_to_guidance_not_dino(dinov3_dir):
     torch.manual_seed(0)
     config = tiny_config(dinov3_dir, "multiscale")
-    dino = DinoGuide(config.dino)
+    dino = DinoBackbone(config.dino)
     model = build_model(config).train()
     x, target = frames(2, 40, 48), frames(2, 40, 48, seed=1) * 4
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
 
     def step():
         opt.zero_grad()
-        loss = (model(x, guidance=dino(x)) - target).abs().mean()
+        loss = (model(x, dino_maps=dino(x)) - target).abs().mean()
         loss.backward()
         return loss
 
@@ -378,7 +378,7 @@ def test_gradients_flow_to_guidance_not_dino(dinov3_dir):
 def test_few_steps_reduce_loss(dinov2_reg_dir):
     torch.manual_seed(0)
     config = tiny_config(dinov2_reg_dir, "latent", patch=14)
-    dino = DinoGuide(config.dino)
+    dino = DinoBackbone(config.dino)
     model = build_model(config).train()
     x = frames(2, 32, 48)
     target = (x * 4).clamp(0, 1)
@@ -387,7 +387,7 @@ def test_few_steps_reduce_loss(dinov2_reg_dir):
     losses = []
     for _ in range(8):
         opt.zero_grad()
-        loss = (model(x, guidance=maps) - target).abs().mean()
+        loss = (model(x, dino_maps=maps) - target).abs().mean()
         loss.backward()
         opt.step()
         losses.append(loss.item())
@@ -399,29 +399,29 @@ def test_guidance_dropout(dinov3_dir):
     config = tiny_config(dinov3_dir, "latent", dropout=0.5)
     model = build_model(config)
     randomize_guidance(model, scale=0.1)
-    maps = DinoGuide(config.dino)(x)
+    maps = DinoBackbone(config.dino)(x)
     with torch.no_grad():
         plain = model(x)
         model.eval()  # no dropout in eval
-        assert not any(torch.allclose(a, b) for a, b in zip(model(x, guidance=maps), plain))
+        assert not any(torch.allclose(a, b) for a, b in zip(model(x, dino_maps=maps), plain))
         model.train()
         torch.manual_seed(3)
-        out = model(x, guidance=maps)
+        out = model(x, dino_maps=maps)
         dropped = [torch.equal(a, b) for a, b in zip(out, plain)]
         assert 0 < sum(dropped) < len(dropped), dropped  # per-sample, and a dropped sample == plain
         model.config.guidance.dropout = 1.0
-        assert torch.equal(model(x, guidance=maps), plain)
+        assert torch.equal(model(x, dino_maps=maps), plain)
 
 
 @pytest.mark.parametrize("mode", ["modulation", "cross_attention"])
 def test_bf16_autocast_on_cpu(dinov3_dir, mode):
     config = tiny_config(dinov3_dir, "multiscale", mode)
-    dino = DinoGuide(config.dino)
+    dino = DinoBackbone(config.dino)
     model = build_model(config).eval()
     randomize_guidance(model, scale=0.1)
     x = frames(1, 35, 50)
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
-        out = model(x, guidance=dino(x))
+        out = model(x, dino_maps=dino(x))
     assert out.shape == x.shape and torch.isfinite(out.float()).all()
 
 
@@ -443,9 +443,9 @@ def test_save_load_round_trip(tmp_path, dinov3_dir):
     loaded = load_model(path)
     assert loaded.config == model.config
     x = frames()
-    maps = DinoGuide(loaded.config.dino)(x)
+    maps = DinoBackbone(loaded.config.dino)(x)
     with torch.no_grad():
-        assert torch.equal(loaded(x, guidance=maps), model(x, guidance=maps))
+        assert torch.equal(loaded(x, dino_maps=maps), model(x, dino_maps=maps))
         assert torch.equal(loaded(x), model(x))
 
 
@@ -455,7 +455,7 @@ def test_save_load_round_trip(tmp_path, dinov3_dir):
 def test_info_counts(dinov3_dir):
     config = tiny_config(dinov3_dir, "multiscale", "cross_attention")
     model = build_model(config)
-    dino = DinoGuide(config.dino)
+    dino = DinoBackbone(config.dino)
     d = describe(model, height=40, width=56, dino=dino)
     n_dino = sum(p.numel() for p in dino.parameters())
     assert d["params_dino"] == n_dino and d["params_frozen"] == n_dino
@@ -472,7 +472,7 @@ def test_info_counts(dinov3_dir):
     x = torch.rand(1, 3, 40, 56)
     maps = dino(x)
     with FlopCounterMode(display=False) as counter, sdpa_kernel(SDPBackend.MATH), torch.no_grad():
-        model(x, guidance=maps)
+        model(x, dino_maps=maps)
     assert d["macs_model"] == counter.get_total_flops() // 2
     with FlopCounterMode(display=False) as counter, sdpa_kernel(SDPBackend.MATH):
         dino(x)

@@ -191,19 +191,19 @@ def _reference(micro_path, frames, **kw):
 def test_pixel_budget_turns_on_exact_chunking_for_large_frames(micro_path, monkeypatch):
     """A device with little memory: a 1280x720 frame exceeds the pixel budget, so the enhancer
     caps the batch and runs exact chunks by itself; the output is the untiled output."""
-    from vidllie.pipeline import enhancer as enhancer_module
+    from vidllie.pipeline import runner as runner_module
 
     frames = noisy(scene(720, 1280), 3)
-    want = _reference(micro_path, frames, batch_size=2, tile=0)
+    want = _reference(micro_path, frames, batch_size=2, chunk=0)
     chunks: list[int] = []
-    original = enhancer_module.chunked_forward
+    original = runner_module.chunked_forward
 
-    def spy(model, x, guidance=None, chunk=256, **kw):
+    def spy(model, x, dino_maps=None, chunk=256, **kw):
         chunks.append(chunk)
-        return original(model, x, guidance, chunk=chunk, **kw)
+        return original(model, x, dino_maps, chunk=chunk, **kw)
 
-    monkeypatch.setattr(enhancer_module, "chunked_forward", spy)
-    monkeypatch.setattr(enhancer_module, "device_total_memory", lambda device: 256 * 2**20)
+    monkeypatch.setattr(runner_module, "chunked_forward", spy)
+    monkeypatch.setattr(runner_module, "device_total_memory", lambda device: 256 * 2**20)
     enhancer = Enhancer(micro_path, device="cpu", temporal=0, batch_size=2)
     got = list(enhancer.enhance_frames(frames))
     assert chunks and all(c < 720 and c % enhancer.align == 0 for c in chunks)
@@ -256,21 +256,21 @@ def test_oom_at_batch_one_falls_back_to_exact_chunks(micro_path):
     want = _reference(micro_path, frames, batch_size=1)
     for a, b in zip(got, want):  # exact chunked execution: at most a uint8 rounding apart
         assert np.abs(a.astype(int) - b).max() <= 1
-    assert enhancer.stats()["tile"] == 160
+    assert enhancer.stats()["chunk"] == 160
 
 
 def test_oom_in_chunks_falls_back_to_independent_tiles(micro_path, monkeypatch):
     """When even small chunks fail (the frame's stage maps do not fit), independent feathered
     tiles from half the frame down are the last resort; every frame still comes out."""
-    import vidllie.pipeline.enhancer as enhancer_module
+    import vidllie.pipeline.runner as runner_module
 
     chunks: list[int] = []
 
-    def chunked_oom(model, x, guidance=None, chunk=256):
+    def chunked_oom(model, x, dino_maps=None, chunk=256):
         chunks.append(chunk)
         raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
 
-    monkeypatch.setattr(enhancer_module, "chunked_forward", chunked_oom)
+    monkeypatch.setattr(runner_module, "chunked_forward", chunked_oom)
     frames = noisy(scene(256, 320), 3)
     enhancer = Enhancer(micro_path, device="cpu", temporal=0, batch_size=1)
     original, tiles = enhancer.model.forward, []

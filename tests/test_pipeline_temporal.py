@@ -17,7 +17,7 @@ from vidllie.pipeline.enhancer import Enhancer
 from vidllie.pipeline.scene import SceneCutDetector, luma_thumbnails
 from vidllie.pipeline.temporal import TemporalSmoother
 from vidllie.models.dino import dino_grid
-from vidllie.pipeline.tiling import crop_guidance, feather_ramp, tile_spans, tiled_forward
+from vidllie.pipeline.feathered_tiles import crop_dino_maps, feather_ramp, feathered_forward, tile_spans
 
 H, W = 96, 160
 
@@ -178,8 +178,8 @@ def test_tiling_is_exact_for_a_local_operator():
     img = torch.rand(1, 3, 720, 1280)
     with torch.inference_mode():
         full = net(img)
-        tiled = tiled_forward(lambda t, g: net(t), img, 384, 32, align=16)
-        flat = tiled_forward(lambda t, g: net(t), img, 384, 32, align=16, feather=False)
+        tiled = feathered_forward(lambda t, g: net(t), img, 384, 32, align=16)
+        flat = feathered_forward(lambda t, g: net(t), img, 384, 32, align=16, feather=False)
     peak = (full.max() - full.min()).item()
     assert kornia.metrics.psnr(tiled, full, peak).item() >= 80.0
     edges = _edges(1280, 384, 32, 16)
@@ -197,7 +197,7 @@ def restormer_tiling():
     img = img.contiguous(memory_format=torch.channels_last)
     with torch.inference_mode():
         full = model(img).clamp(0, 1)
-        tiled = tiled_forward(lambda t, g: model(t), img, 384, 32, align=model.size_multiple).clamp(0, 1)
+        tiled = feathered_forward(lambda t, g: model(t), img, 384, 32, align=model.size_multiple).clamp(0, 1)
     return full, tiled, model.size_multiple
 
 
@@ -210,23 +210,23 @@ def test_tiled_restormer_has_no_seams(restormer_tiling):
 
 
 def test_tiled_restormer_matches_untiled_40db(restormer_tiling, monkeypatch):
-    """Issue 4's bar, through the pipeline: ``Enhancer(tile=384)`` runs the model in exact chunks
+    """Issue 4's bar, through the pipeline: ``Enhancer(chunk=384)`` runs the model in exact chunks
     (frame-wide MDTA statistics), so tiled and untiled frames agree to the last bit or so.
     Independent tiles cannot get there: MDTA's attention depends on the whole input (~37 dB)."""
-    import vidllie.pipeline.enhancer as enhancer_module
+    import vidllie.pipeline.runner as runner_module
 
     chunked_calls = []
-    original = enhancer_module.chunked_forward
+    original = runner_module.chunked_forward
 
     def spy(*args, **kwargs):
         chunked_calls.append(kwargs.get("chunk"))
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(enhancer_module, "chunked_forward", spy)
+    monkeypatch.setattr(runner_module, "chunked_forward", spy)
     rng = np.random.default_rng(0)
     img = to_u8(scene(720, 1280) + rng.normal(0, 0.02, (720, 1280, 3)))
     out = {
-        tile: next(Enhancer(micro_model(), device="cpu", precision="fp32", temporal=0, tile=tile).enhance_frames([img]))
+        tile: next(Enhancer(micro_model(), device="cpu", precision="fp32", temporal=0, chunk=tile).enhance_frames([img]))
         for tile in (0, 384)
     }
     assert chunked_calls == [384]  # tile=0 ran whole, tile=384 in chunks
@@ -249,7 +249,7 @@ def test_guidance_is_resampled_onto_each_tiles_own_dino_grid():
     xs = (torch.arange(cols) + 0.5) * w / valid_c
     maps = [torch.stack(torch.meshgrid(ys, xs, indexing="ij"))[None]]  # (1, 2, rows, cols): (y, x)
     for y0, y1, x0, x1 in [(0, 352, 0, 352), (304, 720, 928, 1280), (160, 512, 400, 1000)]:
-        (crop,) = crop_guidance(maps, (h, w), (y0, y1, x0, x1), grid)
+        (crop,) = crop_dino_maps(maps, (h, w), (y0, y1, x0, x1), grid)
         rt, ct, vrt, vct = grid(y1 - y0, x1 - x0)
         assert crop.shape == (1, 2, rt, ct)
         want_y = y0 + (torch.arange(rt) + 0.5) * (y1 - y0) / vrt

@@ -243,10 +243,10 @@ def test_dino_contrastive_loss_pulls_to_target_and_pushes_from_input():
 
 def test_dino_loss_with_dinoguide_and_lora(dinov3_dir):
     from vidllie.models import DinoConfig
-    from vidllie.models.dino import DinoGuide
+    from vidllie.models.dino import DinoBackbone
 
     config = DinoConfig(backbone=str(dinov3_dir), hidden_size=DINO_HIDDEN, patch_size=16, layers=(2, 4), short_side=32)
-    dino = DinoGuide(config)
+    dino = DinoBackbone(config)
     loss = DinoContrastiveLoss(dino, layers=(0, 1), weights=(0.5, 1.0))
     high = scene(1, 32, 48)
     low = high * 0.05
@@ -342,12 +342,12 @@ def test_training_config_errors(tmp_path):
 
 
 def test_default_config_is_valid():
-    from vidllie.train.trainer import load_train_config
+    from vidllie.train.config import load_train_config
 
     repo = Path(__file__).resolve().parents[1]
     cfg = load_train_config(repo / "configs" / "train" / "default.yaml")
-    assert cfg["model"] == "tiny-unguided" and cfg["data"]["crop"] % 16 == 0
-    DegradeConfig.from_dict(cfg["data"]["degradation"])
+    assert cfg.model == "tiny-unguided" and cfg.data.crop % 16 == 0
+    assert isinstance(cfg.data.degradation, DegradeConfig)
 
 
 # ------------------------------------------------------------------------------------ evaluation
@@ -488,14 +488,25 @@ def test_interruption_saves_a_checkpoint(tmp_path, monkeypatch, capsys, how):
     assert f"interrupted at step {step}: checkpoint saved" in capsys.readouterr().err
 
 
-def test_trainer_module_entry_point_reports_in_one_line(tmp_path, monkeypatch, capsys):
-    """``python -m vidllie.train.trainer``: a bad config and an interruption end with a line and an
-    exit code, not a traceback."""
+def _run_cli(args: list[str]) -> int:
+    """``vidllie ARGS`` in this process; the exit status."""
+    from vidllie.cli import app
+
+    try:
+        app(args, prog_name="vidllie")
+    except SystemExit as exit_:
+        return exit_.code if isinstance(exit_.code, int) else 0 if exit_.code is None else 1
+    return 0
+
+
+def test_train_command_reports_in_one_line(tmp_path, monkeypatch, capsys):
+    """``vidllie train``: a bad config and an interruption end with a line and an exit code, not
+    a traceback."""
     import yaml
 
     from vidllie.train import trainer as trainer_mod
 
-    assert trainer_mod.main(["--config", str(tmp_path / "missing.yaml")]) == 2
+    assert _run_cli(["train", "--config", str(tmp_path / "missing.yaml")]) == 2
     assert capsys.readouterr().err.strip() == f"vidllie: error: training config not found: {tmp_path / 'missing.yaml'}"
 
     images = make_image_folder(tmp_path / "imgs", 6)
@@ -506,7 +517,7 @@ def test_trainer_module_entry_point_reports_in_one_line(tmp_path, monkeypatch, c
         raise KeyboardInterrupt
 
     monkeypatch.setattr(trainer_mod.SyntheticPairs, "batch", interrupt)
-    assert trainer_mod.main(["--config", str(cfg_path)]) == 130
+    assert _run_cli(["train", "--config", str(cfg_path)]) == 130
     err = capsys.readouterr().err
     assert "interrupted at step 0: checkpoint saved" in err and "Traceback" not in err
 

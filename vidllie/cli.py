@@ -20,6 +20,7 @@ import typer
 
 from vidllie import __version__
 from vidllie.errors import OutputError, VidllieError
+from vidllie.pipeline.options import DEFAULTS as ENHANCE
 
 app = typer.Typer(
     name="vidllie",
@@ -93,13 +94,13 @@ def enhance(
     inputs: list[str] = typer.Argument(..., metavar="INPUT...", help="Video files, folders of videos, or stream URLs."),
     output: Optional[Path] = typer.Option(None, "-o", "--output", help="Output file (one input) or folder (several). Default: <stem>_enhanced.<ext> beside each input."),
     yes: bool = typer.Option(False, "-y", "--yes", help="Overwrite existing outputs."),
-    model: str = typer.Option("default", "--model", help="Checkpoint (.safetensors) or 'default' (the bundled model)."),
-    dino: Optional[str] = typer.Option(None, "--dino", help="DINO backbone hub id or folder for guided models; 'none' runs without guidance."),
-    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps."),
-    precision: str = typer.Option("auto", "--precision", help="auto, fp32, fp16 or bf16 (auto: fp16 on CUDA, fp32 otherwise)."),
-    batch_size: int = typer.Option(4, "--batch-size", min=1, help="Frames per model call."),
-    tile: Optional[int] = typer.Option(None, "--tile", min=0, help="Tile size in pixels (0 = never tile; default: automatic by device memory). Tiling is exact: the model runs in chunks of this size with frame-wide attention, same output as untiled, less memory."),
-    tile_overlap: int = typer.Option(32, "--tile-overlap", min=0, help="Overlap of independent feathered tiles, pixels (only the out-of-memory last resort uses them)."),
+    model: str = typer.Option(ENHANCE.model, "--model", help="Checkpoint (.safetensors) or 'default' (the bundled model)."),
+    dino: Optional[str] = typer.Option(ENHANCE.dino, "--dino", help="DINO backbone hub id or folder for guided models; 'none' runs without guidance."),
+    device: str = typer.Option(ENHANCE.device, "--device", help="auto, cpu, cuda, cuda:N or mps."),
+    precision: str = typer.Option(ENHANCE.precision, "--precision", help="auto, fp32, fp16 or bf16 (auto: fp16 on CUDA, fp32 otherwise)."),
+    batch_size: int = typer.Option(ENHANCE.batch_size, "--batch-size", min=1, help="Frames per model call."),
+    chunk: Optional[int] = typer.Option(ENHANCE.chunk, "--chunk", "--tile", min=0, help="Exact chunk size in pixels (0 = never; default: automatic by device memory): the model runs in chunks of this size with frame-wide attention, same output as whole frames, less memory. --tile is an old name."),
+    tile_overlap: int = typer.Option(ENHANCE.tile_overlap, "--tile-overlap", min=0, help="Overlap of independent feathered tiles, pixels (only the out-of-memory last resort uses them)."),
     codec: str = typer.Option("libx264", "--codec", help="Video encoder (libx264, libx265, ffv1, ...)."),
     crf: int = typer.Option(18, "--crf", help="Quality for x264/x265 (lower = better)."),
     preset: str = typer.Option("medium", "--preset", help="x264/x265 speed preset."),
@@ -107,12 +108,12 @@ def enhance(
     start: Optional[str] = typer.Option(None, "--start", help="Start time: seconds or [hh:]mm:ss."),
     end: Optional[str] = typer.Option(None, "--end", help="End time: seconds or [hh:]mm:ss."),
     no_audio: bool = typer.Option(False, "--no-audio", help="Leave the audio out."),
-    temporal: float = typer.Option(0.8, "--temporal", min=0.0, max=1.0, help="Temporal smoothing strength, 0 = off."),
-    dino_cache: bool = typer.Option(True, "--dino-cache/--no-dino-cache", help="Reuse DINO features across similar frames."),
-    cache_threshold: float = typer.Option(0.02, "--cache-threshold", min=0.0, help="Max thumbnail difference to reuse DINO features."),
-    cache_max_age: int = typer.Option(30, "--cache-max-age", min=1, help="Max frames a key frame's DINO features are reused."),
-    compile: bool = typer.Option(False, "--compile", help="torch.compile the model (slow start, faster on long videos)."),
-    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="Torch CPU threads (default: all cores; fewer on a machine shared with busy processes)."),
+    temporal: float = typer.Option(ENHANCE.temporal, "--temporal", min=0.0, max=1.0, help="Temporal smoothing strength, 0 = off."),
+    dino_cache: bool = typer.Option(ENHANCE.dino_cache, "--dino-cache/--no-dino-cache", help="Reuse DINO features across similar frames."),
+    cache_threshold: float = typer.Option(ENHANCE.cache_threshold, "--cache-threshold", min=0.0, help="Max thumbnail difference to reuse DINO features."),
+    cache_max_age: int = typer.Option(ENHANCE.cache_max_age, "--cache-max-age", min=1, help="Max frames a key frame's DINO features are reused."),
+    compile: bool = typer.Option(ENHANCE.compile, "--compile", help="torch.compile the model (slow start, faster on long videos)."),
+    threads: Optional[int] = typer.Option(ENHANCE.threads, "--threads", min=1, help="Torch CPU threads (default: all cores; fewer on a machine shared with busy processes)."),
     stats_json: Optional[Path] = typer.Option(None, "--stats-json", help="Write per-stage timings, fps, cache hit rate, memory and versions here."),
     quiet: bool = typer.Option(False, "-q", "--quiet", help="No progress bar or summary."),
 ) -> None:
@@ -126,7 +127,7 @@ def enhance(
         try:
             enhancer = Enhancer(
                 model, dino=dino, device=device, precision=precision, batch_size=batch_size,
-                tile=tile, tile_overlap=tile_overlap, temporal=temporal, dino_cache=dino_cache,
+                chunk=chunk, tile_overlap=tile_overlap, temporal=temporal, dino_cache=dino_cache,
                 cache_threshold=cache_threshold, cache_max_age=cache_max_age, compile=compile,
                 threads=threads,
             )
@@ -171,7 +172,7 @@ def info(
     """Parameters (trainable/frozen), MACs per frame, DINO backbone and injection levels."""
     with user_errors():
         from vidllie.models.info import describe, format_info
-        from vidllie.pipeline.bench import parse_size
+        from vidllie.pipeline.options import parse_size
 
         width, height = parse_size(size)
         use_dino: object = False if (dino or "").lower() == "none" else dino
@@ -183,21 +184,21 @@ def info(
 def bench(
     input: Optional[str] = typer.Argument(None, metavar="[INPUT]", help="Video to benchmark on (or use --synthetic)."),
     synthetic: Optional[str] = typer.Option(None, "--synthetic", help="Generate a night-like WxH clip (e.g. 1280x720, 4k) instead."),
-    model: str = typer.Option("default", "--model", help="Checkpoint or 'default'."),
-    dino: Optional[str] = typer.Option(None, "--dino", help="DINO backbone id/folder; 'none' runs without guidance."),
+    model: str = typer.Option(ENHANCE.model, "--model", help="Checkpoint or 'default'."),
+    dino: Optional[str] = typer.Option(ENHANCE.dino, "--dino", help="DINO backbone id/folder; 'none' runs without guidance."),
     frames: int = typer.Option(300, "--frames", min=1, help="Frames timed end to end (after the warm-up)."),
     warmup: Optional[int] = typer.Option(None, "--warmup", min=0, help="Warm-up frames (default: two batches)."),
-    batch_size: int = typer.Option(4, "--batch-size", min=1),
-    device: str = typer.Option("auto", "--device"),
-    precision: str = typer.Option("auto", "--precision", help="auto, fp32, fp16 or bf16."),
-    dino_cache: str = typer.Option("on", "--dino-cache", help="on or off."),
-    temporal: float = typer.Option(0.8, "--temporal", min=0.0, max=1.0),
-    tile: Optional[int] = typer.Option(None, "--tile", min=0),
+    batch_size: int = typer.Option(ENHANCE.batch_size, "--batch-size", min=1),
+    device: str = typer.Option(ENHANCE.device, "--device"),
+    precision: str = typer.Option(ENHANCE.precision, "--precision", help="auto, fp32, fp16 or bf16."),
+    dino_cache: str = typer.Option("on" if ENHANCE.dino_cache else "off", "--dino-cache", help="on or off."),
+    temporal: float = typer.Option(ENHANCE.temporal, "--temporal", min=0.0, max=1.0),
+    chunk: Optional[int] = typer.Option(ENHANCE.chunk, "--chunk", "--tile", min=0, help="Exact chunk size in pixels (0 = never; default: automatic)."),
     codec: str = typer.Option("libx264", "--codec"),
     crf: int = typer.Option(18, "--crf"),
     preset: str = typer.Option("medium", "--preset"),
-    compile: bool = typer.Option(False, "--compile"),
-    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="Torch CPU threads (default: all cores)."),
+    compile: bool = typer.Option(ENHANCE.compile, "--compile"),
+    threads: Optional[int] = typer.Option(ENHANCE.threads, "--threads", min=1, help="Torch CPU threads (default: all cores)."),
     json_path: Optional[Path] = typer.Option(None, "--json", help="Write the full report as JSON here."),
     quiet: bool = typer.Option(False, "-q", "--quiet", help="No table on stdout."),
 ) -> None:
@@ -211,7 +212,7 @@ def bench(
         r = run_bench(
             input, synthetic=synthetic, model=model, dino=dino, frames=frames, warmup=warmup,
             batch_size=batch_size, device=device, precision=precision, dino_cache=dino_cache == "on",
-            temporal=temporal, tile=tile, codec=codec, crf=crf, preset=preset, compile=compile,
+            temporal=temporal, chunk=chunk, codec=codec, crf=crf, preset=preset, compile=compile,
             threads=threads,
         )
         if json_path is not None:

@@ -1,4 +1,4 @@
-"""Build, save and load vidllie models.
+"""Build, save and load vidllie models (this module owns the checkpoint format).
 
 Checkpoints are single safetensors files: the network's tensors plus the :class:`ModelConfig` as
 JSON in the header metadata. DINO weights are never copied in; the config names the backbone by hub
@@ -55,9 +55,7 @@ def build_model(config: ModelConfig | str | Path) -> GuidedRestormer:
     """A freshly initialised network for a config, a variant name or a YAML path."""
     if not isinstance(config, ModelConfig):
         config = variant_config(config)
-    from vidllie.models import guidance  # noqa: F401  (registers guidance construction)
-
-    return guidance.build_guided_restormer(config)
+    return GuidedRestormer(config)
 
 
 def save_model(model: GuidedRestormer, path: str | Path, metadata: dict[str, Any] | None = None) -> Path:

@@ -6,9 +6,10 @@ over all pixels), so a tile sees different attention than the frame (~37 dB on 1
 makes Restormer expensive, though, is not those statistics but the wide per-block intermediates:
 3C channels of q/k/v and 2 x 2.66 x C channels inside the GDFN, at every pixel.
 
-:func:`chunked_forward` walks :meth:`Restormer.forward_padded` level by level, keeping only the
-block-level C-channel maps for the whole frame, and runs every ``TransformerBlock`` in spatial
-chunks with a 1-pixel halo (each 3x3 depthwise conv needs one pixel of context; at the frame
+This module owns the chunked execution of one stage (:func:`chunked_stage_runner`); the U-Net
+wiring and the guidance hook are the model's own (:meth:`Restormer.forward_padded` takes the stage
+runner). :func:`chunked_forward` keeps only the block-level C-channel maps for the whole frame, and
+runs every ``TransformerBlock`` in spatial chunks with a 1-pixel halo (each 3x3 depthwise conv needs one pixel of context; at the frame
 border the convs' own zero padding applies, exactly as in the whole-frame pass):
 
 * LayerNorm, 1x1 convs, GELU gate: per pixel, chunk freely.
@@ -19,22 +20,22 @@ border the convs' own zero padding applies, exactly as in the whole-frame pass):
 * GDFN: chunk with halo.
 
 Guidance hooks run on the full level maps, so DINO guidance (which pools globally) is exact too.
-The result equals ``model(x, guidance)`` up to float rounding (≤ 1e-4 in fp32)::
+The result equals ``model(x, dino_maps)`` up to float rounding (≤ 1e-4 in fp32)::
 
-    y = chunked_forward(model, frames, guidance=maps, chunk=256)   # == model(frames, maps)
+    y = chunked_forward(model, frames, dino_maps=maps, chunk=256)   # == model(frames, maps)
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vidllie.models.guided_restormer import GuidedRestormer
-from vidllie.models.restormer import GDFN, MDTA, LevelHook, Restormer, TransformerBlock, pad_to_multiple
+from vidllie.models.guided_restormer import GuidedRestormer, Region
+from vidllie.models.restormer import GDFN, MDTA, Restormer, StageRunner, TransformerBlock
 
 Box = tuple[int, int, int, int]  # (y0, y1, x0, x1)
 
@@ -143,92 +144,57 @@ def chunked_block(block: TransformerBlock, x: torch.Tensor, chunk: int) -> torch
     return _gdfn_residual(block, _mdta_residual(block, x, chunk), chunk)
 
 
-def _stage(stage: nn.Sequential, x: torch.Tensor, chunk: int) -> torch.Tensor:
-    for block in stage:
-        x = chunked_block(block, x, chunk)
-    return x
+def chunked_stage_runner(chunk: int) -> StageRunner:
+    """A ``run_stage`` for :meth:`Restormer.forward_padded` that runs every block of a stage in
+    ``chunk``-pixel chunks (feature pixels, the same at every level: deeper levels have more
+    channels but 4x fewer pixels per level, so their chunks cost no more in total)."""
 
+    def run_stage(stage: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
+        for block in stage:
+            x = chunked_block(block, x, chunk)
+        return x
 
-def chunked_forward_padded(
-    net: Restormer, x: torch.Tensor, chunk: int, level_hook: LevelHook | None = None
-) -> torch.Tensor:
-    """:meth:`Restormer.forward_padded`, step for step, with every stage run in chunks.
-
-    ``chunk`` is the side of a chunk in feature pixels, the same at every level (deeper levels
-    have more channels but 4x fewer pixels per level, so their chunks cost no more in total).
-    """
-    hook = level_hook or (lambda _name, feat: feat)
-    s = net.config.pixel_unshuffle
-    stem = F.pixel_unshuffle(x, s) if s > 1 else x  # (B, C*s*s, H/s, W/s)
-    # Shape comments at the working resolution H/s x W/s. The convs between stages run on full
-    # maps: they only ever hold C-channel maps, like the stage outputs kept for the skips.
-    enc1 = hook("enc1", _stage(net.encoder_level1, net.patch_embed(stem), chunk))  # (B, d, H, W)
-    enc2 = hook("enc2", _stage(net.encoder_level2, net.down1_2(enc1), chunk))  # (B, 2d, H/2, W/2)
-    enc3 = hook("enc3", _stage(net.encoder_level3, net.down2_3(enc2), chunk))  # (B, 4d, H/4, W/4)
-    latent = hook("latent", _stage(net.latent, net.down3_4(enc3), chunk))  # (B, 8d, H/8, W/8)
-
-    dec3 = net.reduce_chan_level3(torch.cat([net.up4_3(latent), enc3], dim=1))
-    del latent, enc3
-    dec3 = hook("dec3", _stage(net.decoder_level3, dec3, chunk))  # (B, 4d, H/4, W/4)
-    dec2 = net.reduce_chan_level2(torch.cat([net.up3_2(dec3), enc2], dim=1))
-    del dec3, enc2
-    dec2 = hook("dec2", _stage(net.decoder_level2, dec2, chunk))  # (B, 2d, H/2, W/2)
-    dec1 = torch.cat([net.up2_1(dec2), enc1], dim=1)  # (B, 2d, H, W)
-    del dec2, enc1
-    dec1 = hook("dec1", _stage(net.decoder_level1, dec1, chunk))
-    out = net.output(_stage(net.refinement, dec1, chunk))  # (B, C_out*s*s, H, W)
-    if s > 1:
-        out = F.pixel_shuffle(out, s)  # (B, C_out, H*s, W*s)
-    if net.config.in_channels == net.config.out_channels:
-        out = out + x
-    return out
+    return run_stage
 
 
 def chunked_forward(
     model: GuidedRestormer | Restormer,
     x: torch.Tensor,
-    guidance: list[torch.Tensor] | None = None,
+    dino_maps: Sequence[torch.Tensor] | None = None,
     chunk: int = 256,
-    region: tuple[int, int, int, int] | None = None,
+    region: Region | None = None,
 ) -> torch.Tensor:
-    """``model(x, guidance)`` computed in spatial chunks: same output, a fraction of the memory.
+    """``model(x, dino_maps)`` computed in spatial chunks: same output, a fraction of the memory.
 
     Args:
-        model: a :class:`GuidedRestormer` (or a bare :class:`Restormer`, then ``guidance`` must
+        model: a :class:`GuidedRestormer` (or a bare :class:`Restormer`, then ``dino_maps`` must
             be ``None``).
         x: (B, 3, H, W) frames in [0, 1], any H and W.
-        guidance: DINO maps for the same frames, as for ``model(x, guidance)``.
+        dino_maps: DINO maps for the same frames, as for ``model(x, dino_maps)``.
         chunk: chunk side in input pixels; a chunk covers ``ceil(chunk / pixel_unshuffle)``
             feature pixels per side at every level. Memory is about the frame's C-channel stage
             maps plus one chunk's block internals; the output does not depend on it.
         region: ``(top, left, frame_height, frame_width)`` when ``x`` is a tile of the frame
-            the guidance was computed on, as for :meth:`GuidedRestormer.forward`.
+            the maps were computed on, as for :meth:`GuidedRestormer.forward`.
 
     Returns:
-        (B, 3, H, W), not clamped; equal to ``model(x, guidance)`` up to float rounding.
+        (B, 3, H, W), not clamped; equal to ``model(x, dino_maps)`` up to float rounding.
     """
     if chunk < 1:
         raise ValueError(f"chunk must be >= 1, got {chunk}")
-    hook = None
     if isinstance(model, GuidedRestormer):
         net = model.restormer
-        if guidance is not None and model.guidance is not None:
-            # Same hook as GuidedRestormer.forward: applied to the full level maps below, so the
-            # guidance's global pooling and cross-attention see the whole frame.
-            if region is None:
-                hook = model.guidance.hook(guidance, frame_size=(x.shape[-2], x.shape[-1]))
-            else:
-                top, left, frame_h, frame_w = region
-                hook = model.guidance.hook(guidance, frame_size=(frame_h, frame_w), offset=(top, left))
     elif isinstance(model, Restormer):
-        if guidance is not None:
-            raise ValueError("a bare Restormer takes no guidance")
+        if dino_maps is not None:
+            raise ValueError("a bare Restormer takes no DINO maps")
         net = model
     else:
         raise TypeError(f"chunked_forward needs a GuidedRestormer or Restormer, got {type(model).__name__}")
-    padded, (h, w) = pad_to_multiple(x, net.size_multiple)
-    feature_chunk = math.ceil(chunk / net.config.pixel_unshuffle)
-    return chunked_forward_padded(net, padded, feature_chunk, hook)[..., :h, :w]
+    run_stage = chunked_stage_runner(math.ceil(chunk / net.config.pixel_unshuffle))
+    # The model's own guidance hook, applied to the full level maps (so the guidance's global
+    # pooling and cross-attention see the whole frame), and the body's own wiring.
+    hook = None if net is model else model.level_hook(dino_maps, (x.shape[-2], x.shape[-1]), region)
+    return net(x, level_hook=hook, run_stage=run_stage)
 
 
-__all__ = ["chunked_block", "chunked_forward", "chunked_forward_padded"]
+__all__ = ["chunked_block", "chunked_forward", "chunked_stage_runner"]

@@ -1,13 +1,17 @@
-"""Frozen DINOv3 / DINOv2 backbone that turns frames into guidance maps.
+"""Frozen DINOv3 / DINOv2 backbone that turns frames into DINO maps, and loading it.
+
+This module owns :class:`DinoBackbone` (the frozen ViT wrapper), its geometry (:func:`dino_grid`)
+and :func:`load_dino`, the one place where a DINO option (hub id, folder, ``"none"``, a module)
+becomes a backbone for the enhancer, the trainer and the evaluator.
 
 The backbone is loaded with ``transformers``' ``AutoModel.from_pretrained`` (safetensors only) from
 a hub id, a local folder or the Hugging Face cache. It is never part of a vidllie checkpoint: the
-model config names it and :class:`DinoGuide` is a separate module that the pipeline calls (and
+model config names it and :class:`DinoBackbone` is a separate module that the pipeline calls (and
 caches) before the guided network::
 
-    dino = DinoGuide(config.dino)        # or DinoGuide(config.dino, source="/path/to/dinov3")
-    maps = dino(frames)                  # list of (B, C_dino, h, w) patch-token maps
-    out = model(frames, guidance=maps)
+    backbone = DinoBackbone(config.dino)   # or DinoBackbone(config.dino, source="/path/to/dinov3")
+    maps = backbone(frames)                # list of (B, C_dino, h, w) patch-token maps ("DINO maps")
+    out = model(frames, dino_maps=maps)
 
 Preprocessing happens on tensors (no PIL): low-light gamma, ImageNet normalisation, resize so the
 short side is ``short_side`` and pad bottom/right to the patch multiple. :func:`dino_grid` gives the
@@ -17,6 +21,8 @@ exact geometry so the guidance layers can map DINO patches back onto frame pixel
 from __future__ import annotations
 
 import math
+import os
+import warnings
 from pathlib import Path
 
 import kornia
@@ -45,7 +51,7 @@ def dino_grid(
 ) -> tuple[int, int, float, float]:
     """Token grid of a frame: (rows, cols, valid_rows, valid_cols).
 
-    ``rows x cols`` is the map :class:`DinoGuide` returns; ``valid_rows``/``valid_cols`` (in patch
+    ``rows x cols`` is the map :class:`DinoBackbone` returns; ``valid_rows``/``valid_cols`` (in patch
     units, fractional) is the part of it that covers the frame, the rest covers the bottom/right
     padding to the patch multiple.
     """
@@ -157,7 +163,7 @@ def load_dino_backbone(source: str | Path) -> nn.Module:
     return model
 
 
-class DinoGuide(nn.Module):
+class DinoBackbone(nn.Module):
     """Frozen DINO ViT: (B, 3, H, W) frames in [0, 1] -> list of (B, C_dino, h, w) token maps.
 
     Always in eval mode with ``requires_grad=False``; putting a parent module in train mode does
@@ -202,7 +208,7 @@ class DinoGuide(nn.Module):
         self.requires_grad_(False)
         self.train(False)
 
-    def train(self, mode: bool = True) -> DinoGuide:
+    def train(self, mode: bool = True) -> DinoBackbone:
         # Frozen feature extractor: dropout/drop-path must never switch on, whatever the parent does.
         return super().train(False)
 
@@ -260,3 +266,27 @@ class DinoGuide(nn.Module):
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.backbone.parameters())
+
+
+def load_dino(
+    config: DinoConfig, dino: str | os.PathLike | nn.Module | None = None, *, needed: bool = True
+) -> tuple[nn.Module | None, str | None]:
+    """The DINO backbone a run uses, and where it came from: ``(module | None, source | None)``.
+
+    ``dino``: ``None`` = the backbone named in ``config``, a hub id or folder to load instead (the
+    ``--dino`` option), ``"none"`` = no DINO, or a ready module mapping (B, 3, H, W) frames to a
+    list of maps. ``needed`` says whether the caller uses DINO at all (a guided model, a DINO
+    loss); when it does not, a given id/folder is ignored with a warning and a module is refused.
+    """
+    if isinstance(dino, nn.Module):
+        if not needed:
+            raise WeightsError("a DINO module was given but the model is not DINO-guided")
+        return dino, type(dino).__name__
+    if dino is not None and str(dino).lower() == "none":
+        return None, None
+    if not needed:
+        if dino is not None:
+            warnings.warn(f"the model is not DINO-guided; ignoring DINO backbone {dino}", UserWarning, stacklevel=3)
+        return None, None
+    backbone = DinoBackbone(config, source=dino)
+    return backbone, backbone.source

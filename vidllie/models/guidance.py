@@ -1,6 +1,7 @@
-"""DINO guidance: frozen DINO token maps steer the Restormer, they are not fused into it.
+"""Guidance layers: how frozen DINO maps steer the Restormer (they are not fused into it).
 
-Pipeline of one forward pass (B frames, DINO maps from :class:`vidllie.models.dino.DinoGuide`)::
+This module owns :class:`GuidanceLayers` (``model.guidance``, configured by ``config.guidance``)
+and its parts. One forward pass (B frames, DINO maps from :class:`vidllie.models.dino.DinoBackbone`)::
 
     L maps (B, C_dino, h, w) --DinoFusion--> (B, D, h, w)          input-adaptive mix of layers
     at each injection level (B, C, H_l, W_l):
@@ -28,7 +29,6 @@ from torch import nn
 
 from vidllie.models.configuration import ModelConfig
 from vidllie.models.dino import dino_grid
-from vidllie.models.guided_restormer import GuidedRestormer
 from vidllie.models.restormer import LEVEL_CHANNELS, LEVEL_STRIDE, ChannelLayerNorm, LevelHook
 
 # Where guidance is injected for each ``guidance.levels`` value. ``multiscale`` mirrors the
@@ -226,8 +226,8 @@ class CrossAttentionGuidance(nn.Module):
         return self.proj_out(out)  # (B, C, H_l, W_l), zero at init
 
 
-class DinoGuidance(nn.Module):
-    """All guidance layers of a model; ``hook(maps)`` gives ``Restormer``'s ``level_hook``."""
+class GuidanceLayers(nn.Module):
+    """All guidance layers of a model; ``hook(dino_maps)`` gives ``Restormer``'s ``level_hook``."""
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
@@ -264,7 +264,7 @@ class DinoGuidance(nn.Module):
         keep = None
         if self.training and self.config.guidance.dropout > 0:
             # Per-sample guidance dropout: a dropped sample computes exactly the plain Restormer,
-            # which is what `guidance=None` (`--dino none`) runs at inference.
+            # which is what `dino_maps=None` (`--dino none`) runs at inference.
             drop = self.config.guidance.dropout
             keep = torch.rand(fused.shape[0], 1, 1, 1, device=fused.device) >= drop
 
@@ -283,21 +283,12 @@ class DinoGuidance(nn.Module):
         return level_hook
 
 
-def build_guided_restormer(config: ModelConfig) -> GuidedRestormer:
-    """A fresh network: plain Restormer for unguided configs, plus guidance layers otherwise."""
-    model = GuidedRestormer(config)
-    if config.guided:
-        model.guidance = DinoGuidance(config)
-    return model
-
-
 __all__ = [
     "INJECTION_LEVELS",
     "CrossAttentionGuidance",
     "DinoFusion",
-    "DinoGuidance",
+    "GuidanceLayers",
     "GuideGeometry",
     "ModulationGuidance",
-    "build_guided_restormer",
     "injection_levels",
 ]

@@ -18,8 +18,8 @@ from torch.utils.flop_counter import FlopCounterMode
 from vidllie.errors import WeightsError
 from vidllie.models.checkpoint import build_model, load_model, variant_names
 from vidllie.models.configuration import ModelConfig
-from vidllie.models.dino import DinoGuide, dino_grid
-from vidllie.models.guidance import build_guided_restormer, injection_levels
+from vidllie.models.dino import DinoBackbone, dino_grid, load_dino
+from vidllie.models.guidance import injection_levels
 from vidllie.models.guided_restormer import GuidedRestormer
 
 
@@ -49,7 +49,7 @@ def _macs(module: torch.nn.Module, *args: Any) -> int:
 def model_macs(config: ModelConfig, height: int, width: int, guided: bool = True) -> int:
     """MACs of one (1, 3, height, width) frame through the network (DINO not included)."""
     with torch.device("meta"):
-        model = build_guided_restormer(config).eval()
+        model = GuidedRestormer(config).eval()
         x = torch.empty(1, 3, height, width)
         maps = None
         if guided and config.guided:
@@ -58,38 +58,38 @@ def model_macs(config: ModelConfig, height: int, width: int, guided: bool = True
     return _macs(model, x, maps)
 
 
-def dino_macs(guide: DinoGuide, height: int, width: int) -> int:
+def dino_macs(backbone: DinoBackbone, height: int, width: int) -> int:
     """MACs of the DINO backbone on one frame (at its own ``short_side`` resolution)."""
     from transformers import AutoModel
 
     with torch.device("meta"):
-        backbone = AutoModel.from_config(guide.backbone.config)
-    meta_guide = DinoGuide(guide.config, source=guide.source, backbone=backbone).to("meta")
-    return _macs(meta_guide, torch.empty(1, 3, height, width, device="meta"))
+        vit = AutoModel.from_config(backbone.backbone.config)
+    meta_backbone = DinoBackbone(backbone.config, source=backbone.source, backbone=vit).to("meta")
+    return _macs(meta_backbone, torch.empty(1, 3, height, width, device="meta"))
 
 
 def describe(
     model_or_name_or_path: GuidedRestormer | ModelConfig | str | Path,
     height: int = 360,
     width: int = 640,
-    dino: DinoGuide | str | Path | bool | None = None,
+    dino: DinoBackbone | str | Path | bool | None = None,
 ) -> dict[str, Any]:
     """Facts about a model for ``vidllie info``.
 
-    ``dino``: a loaded :class:`DinoGuide`, a hub id / folder to load, ``None`` to try the
+    ``dino``: a loaded :class:`DinoBackbone`, a hub id / folder to load, ``None`` to try the
     backbone named in the model config, or ``False`` not to load DINO. When DINO cannot be
     loaded its frozen parameters and MACs are reported as ``None`` with the reason.
     """
     model, label = _resolve_model(model_or_name_or_path)
     config = model.config
-    guide: DinoGuide | None = None
+    backbone: DinoBackbone | None = None
     dino_status = "not used (unguided model)"
     if config.guided and dino is not False:
         try:
-            if isinstance(dino, DinoGuide):
-                guide = dino
+            if isinstance(dino, DinoBackbone):
+                backbone = dino
             else:
-                guide = DinoGuide(config.dino, source=None if dino in (None, True) else dino)
+                backbone, _ = load_dino(config.dino, None if dino in (None, True) else dino)
             dino_status = "loaded"
         except WeightsError as err:
             dino_status = f"not loaded: {err}"
@@ -99,10 +99,10 @@ def describe(
     guidance_params = _count(model.guidance.parameters()) if model.guidance is not None else 0
     model_trainable = _count(p for p in model.parameters() if p.requires_grad)
     model_frozen = _count(p for p in model.parameters() if not p.requires_grad)
-    dino_params = guide.num_parameters() if guide is not None else None
+    dino_params = backbone.num_parameters() if backbone is not None else None
     macs_model = model_macs(config, height, width)
     macs_plain = model_macs(config, height, width, guided=False)
-    macs_dino = dino_macs(guide, height, width) if guide is not None else None
+    macs_dino = dino_macs(backbone, height, width) if backbone is not None else None
     rows = cols = None
     if config.guided:
         rows, cols, _, _ = dino_grid(height, width, config.dino.short_side, config.dino.patch_size)
@@ -121,7 +121,7 @@ def describe(
         "macs_dino": macs_dino,
         "macs_total": macs_model + (macs_dino or 0),
         "dino_backbone": config.dino.backbone if config.guided else None,
-        "dino_source": guide.source if guide is not None else None,
+        "dino_source": backbone.source if backbone is not None else None,
         "dino_status": dino_status,
         "dino_layers": list(config.dino.layers) if config.guided else [],
         "dino_grid": [rows, cols] if rows is not None else None,

@@ -5,9 +5,16 @@ Multi-Dconv head Transposed Attention (MDTA) and the Gated-Dconv Feed-forward Ne
 heads [1, 2, 4, 8], expansion 2.66, bias-free convs, WithBias LayerNorm) the network has 26.13 M
 parameters.
 
-The forward pass accepts an optional ``level_hook(name, features) -> features`` called on the
-output of every level; :mod:`vidllie.models.guided_restormer` uses it to inject DINO guidance
-without changing the parameter names of the plain network.
+This module owns the network's layers and its one U-Net wiring (:meth:`Restormer.forward_padded`).
+The wiring takes two optional callables, so other execution strategies reuse it instead of copying
+it:
+
+* ``level_hook(name, features) -> features``, called on the output of every level;
+  :class:`vidllie.models.guided_restormer.GuidedRestormer` uses it to inject DINO guidance without
+  changing the parameter names of the plain network;
+* ``run_stage(stage, features) -> features``, which runs one stage (an ``nn.Sequential`` of
+  transformer blocks); the default calls it whole, :mod:`vidllie.models.chunked` runs it in
+  spatial chunks with the same result.
 """
 
 from __future__ import annotations
@@ -21,12 +28,20 @@ from torch import nn
 from vidllie.models.configuration import RestormerConfig
 
 LevelHook = Callable[[str, torch.Tensor], torch.Tensor]
+StageRunner = Callable[[nn.Sequential, torch.Tensor], torch.Tensor]
 
 # Names of the points where ``level_hook`` is called, in forward order.
 LEVEL_NAMES = ("enc1", "enc2", "enc3", "latent", "dec3", "dec2", "dec1")
 # Channel multiplier of each level relative to ``dim`` and its downsampling factor.
 LEVEL_CHANNELS = {"enc1": 1, "enc2": 2, "enc3": 4, "latent": 8, "dec3": 4, "dec2": 2, "dec1": 2}
 LEVEL_STRIDE = {"enc1": 1, "enc2": 2, "enc3": 4, "latent": 8, "dec3": 4, "dec2": 2, "dec1": 1}
+# Peak activation memory per pixel at the working resolution, in units of (dim x element size):
+# whole stages (level-1 GDFN: ~2 x 2.66 x 2*dim channels plus skips) ...
+ACTIVATION_FACTOR = 40
+# ... and what a chunked run still holds for the whole frame: the C-channel stage maps and skips
+# (level 1: enc1, the 2*dim decoder input and output, the upsampled map; deeper levels add about
+# half of that again).
+CHUNKED_MAP_FACTOR = 12
 
 
 class ChannelLayerNorm(nn.Module):
@@ -109,6 +124,15 @@ class TransformerBlock(nn.Module):
         return x + self.ffn(self.norm2(x))
 
 
+def run_whole_stage(stage: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
+    """The default :data:`StageRunner`: the stage on the whole map."""
+    return stage(x)
+
+
+def _no_hook(_name: str, feat: torch.Tensor) -> torch.Tensor:
+    return feat
+
+
 def _stage(dim: int, depth: int, num_heads: int, config: RestormerConfig) -> nn.Sequential:
     return nn.Sequential(*[TransformerBlock(dim, num_heads, config) for _ in range(depth)])
 
@@ -170,31 +194,57 @@ class Restormer(nn.Module):
         self.refinement = _stage(d * 2, config.num_refinement_blocks, heads[0], config)
         self.output = nn.Conv2d(d * 2, config.out_channels * s * s, 3, padding=1, bias=config.bias)
 
-    def forward(self, x: torch.Tensor, level_hook: LevelHook | None = None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, level_hook: LevelHook | None = None, run_stage: StageRunner | None = None
+    ) -> torch.Tensor:
         """(B, C_in, H, W) -> (B, C_out, H, W); the global residual adds the input."""
         padded, (h, w) = pad_to_multiple(x, self.size_multiple)
-        out = self.forward_padded(padded, level_hook)
+        out = self.forward_padded(padded, level_hook, run_stage)
         return out[..., :h, :w]
 
-    def forward_padded(self, x: torch.Tensor, level_hook: LevelHook | None = None) -> torch.Tensor:
-        """Forward on an input whose H and W are multiples of :attr:`size_multiple`."""
-        hook = level_hook or (lambda _name, feat: feat)
+    def forward_padded(
+        self, x: torch.Tensor, level_hook: LevelHook | None = None, run_stage: StageRunner | None = None
+    ) -> torch.Tensor:
+        """Forward on an input whose H and W are multiples of :attr:`size_multiple`.
+
+        ``level_hook`` sees every level's output; ``run_stage`` runs each stage (default: whole).
+        The convs between stages always run on full maps: they only ever hold C-channel maps,
+        like the stage outputs kept for the skips.
+        """
+        hook = level_hook or _no_hook
+        run = run_stage or run_whole_stage
         s = self.config.pixel_unshuffle
         stem = F.pixel_unshuffle(x, s) if s > 1 else x  # (B, C*s*s, H/s, W/s)
         # Shape comments below are at the network's working resolution H/s x W/s.
-        enc1 = hook("enc1", self.encoder_level1(self.patch_embed(stem)))  # (B, d, H, W)
-        enc2 = hook("enc2", self.encoder_level2(self.down1_2(enc1)))  # (B, 2d, H/2, W/2)
-        enc3 = hook("enc3", self.encoder_level3(self.down2_3(enc2)))  # (B, 4d, H/4, W/4)
-        latent = hook("latent", self.latent(self.down3_4(enc3)))  # (B, 8d, H/8, W/8)
+        enc1 = hook("enc1", run(self.encoder_level1, self.patch_embed(stem)))  # (B, d, H, W)
+        enc2 = hook("enc2", run(self.encoder_level2, self.down1_2(enc1)))  # (B, 2d, H/2, W/2)
+        enc3 = hook("enc3", run(self.encoder_level3, self.down2_3(enc2)))  # (B, 4d, H/4, W/4)
+        latent = hook("latent", run(self.latent, self.down3_4(enc3)))  # (B, 8d, H/8, W/8)
 
+        # Skips are released as soon as they are used (what lets a chunked run stay small).
         dec3 = self.reduce_chan_level3(torch.cat([self.up4_3(latent), enc3], dim=1))
-        dec3 = hook("dec3", self.decoder_level3(dec3))  # (B, 4d, H/4, W/4)
+        del latent, enc3
+        dec3 = hook("dec3", run(self.decoder_level3, dec3))  # (B, 4d, H/4, W/4)
         dec2 = self.reduce_chan_level2(torch.cat([self.up3_2(dec3), enc2], dim=1))
-        dec2 = hook("dec2", self.decoder_level2(dec2))  # (B, 2d, H/2, W/2)
-        dec1 = hook("dec1", self.decoder_level1(torch.cat([self.up2_1(dec2), enc1], dim=1)))
-        out = self.output(self.refinement(dec1))  # (B, C_out*s*s, H, W)
+        del dec3, enc2
+        dec2 = hook("dec2", run(self.decoder_level2, dec2))  # (B, 2d, H/2, W/2)
+        dec1 = torch.cat([self.up2_1(dec2), enc1], dim=1)  # (B, 2d, H, W)
+        del dec2, enc1
+        dec1 = hook("dec1", run(self.decoder_level1, dec1))
+        out = self.output(run(self.refinement, dec1))  # (B, C_out*s*s, H, W)
         if s > 1:
             out = F.pixel_shuffle(out, s)  # (B, C_out, H*s, W*s)
         if self.config.in_channels == self.config.out_channels:
             out = out + x
         return out
+
+    def activation_bytes_per_pixel(self, element_size: int, chunked: bool = False) -> float:
+        """Rough peak activation memory of one forward pass per input pixel, in bytes.
+
+        Whole stages: Restormer's level-1 GDFN holds ~2 x 2.66 x 2*dim channels plus the skips
+        (:data:`ACTIVATION_FACTOR` x dim at the working resolution). ``chunked``: what a chunked
+        run still holds for the whole frame, the C-channel stage maps and skips
+        (:data:`CHUNKED_MAP_FACTOR` x dim).
+        """
+        factor = CHUNKED_MAP_FACTOR if chunked else ACTIVATION_FACTOR
+        return factor * self.config.dim * element_size / self.config.pixel_unshuffle**2

@@ -1,0 +1,1 @@
+"""Streaming enhancement: the Enhancer, its device steps, the DINO cache, smoothing, benchmarks."""

@@ -29,7 +29,9 @@ import torch
 
 from vidllie.errors import InputError
 from vidllie.pipeline.device import peak_host_rss, synchronize
-from vidllie.pipeline.enhancer import Enhancer, _versions, torch_threads
+from vidllie.pipeline.enhancer import Enhancer
+from vidllie.pipeline.environment import library_versions, torch_threads
+from vidllie.pipeline.options import DEFAULTS, parse_size
 from vidllie.pipeline.timing import STAGES
 
 # Stages run by each thread of the streaming loop: the slowest thread bounds the throughput.
@@ -43,20 +45,6 @@ THREAD_STAGES = {
 # would let the DINO cache hit more than in the real run).
 _RESIDENT_FRAMES = 64
 _RESIDENT_BYTES = 512 * 2**20
-
-
-def parse_size(text: str) -> tuple[int, int]:
-    """``"1280x720"`` (or ``720p``/``4k``) -> (width, height)."""
-    named = {"360p": (640, 360), "480p": (854, 480), "540p": (960, 540), "720p": (1280, 720),
-             "1080p": (1920, 1080), "4k": (3840, 2160), "2160p": (3840, 2160)}
-    key = text.strip().lower()
-    if key in named:
-        return named[key]
-    try:
-        w, h = (int(v) for v in key.split("x"))
-    except ValueError:
-        raise InputError(f"synthetic size must look like 1280x720 or 720p, got {text!r}") from None
-    return w, h
 
 
 def _read_frames(source: str, n: int) -> list[np.ndarray]:
@@ -118,12 +106,12 @@ def run_bench(
     dino: str | None = None,
     frames: int = 300,
     warmup: int | None = None,
-    batch_size: int = 4,
-    device: str = "auto",
-    precision: str = "auto",
-    dino_cache: bool = True,
-    temporal: float = 0.8,
-    tile: int | None = None,
+    batch_size: int = DEFAULTS.batch_size,
+    device: str = DEFAULTS.device,
+    precision: str = DEFAULTS.precision,
+    dino_cache: bool = DEFAULTS.dino_cache,
+    temporal: float = DEFAULTS.temporal,
+    chunk: int | None = DEFAULTS.chunk,
     codec: str = "libx264",
     crf: int = 18,
     preset: str = "medium",
@@ -154,7 +142,7 @@ def run_bench(
         source = str(source)
         enhancer = Enhancer(
             model, dino=dino, device=device, precision=precision, batch_size=batch_size,
-            tile=tile, temporal=temporal, dino_cache=dino_cache, compile=compile, threads=threads,
+            chunk=chunk, temporal=temporal, dino_cache=dino_cache, compile=compile, threads=threads,
         )
         images = _read_frames(source, min(frames, _RESIDENT_FRAMES))
         if not images:
@@ -222,12 +210,12 @@ def _report(enhancer: Enhancer, e2e, model_only, source, synthetic, width, heigh
         "settings": {
             "model": e2e["model"], "dino": e2e["dino"], "precision": e2e["precision"],
             "batch_size": e2e["batch_size"], "effective_batch_size": e2e["effective_batch_size"],
-            "tile": e2e["tile"], "tile_overlap": e2e["tile_overlap"], "temporal": e2e["temporal"],
+            "chunk": e2e["chunk"], "tile": e2e["tile"], "tile_overlap": e2e["tile_overlap"], "temporal": e2e["temporal"],
             "dino_cache": enhancer.cache is not None and enhancer.cache.enabled,
             "codec": e2e["video"]["codec"], "crf": e2e["video"]["crf"], "preset": e2e["video"]["preset"],
             "torch_threads": e2e.get("torch_threads"),
         },
-        "versions": _versions(),
+        "versions": library_versions(),
     }
 
 

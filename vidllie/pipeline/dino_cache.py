@@ -13,7 +13,7 @@ Otherwise the frame becomes the new key frame. All key frames of a batch go thro
 call::
 
     cache = DinoCache(dino, threshold=0.02, max_age=30)
-    guidance = cache(frames, luma_thumbnails(frames), cuts)   # list of (B, C, h, w) maps
+    dino_maps = cache(frames, luma_thumbnails(frames), cuts)   # list of (B, C, h, w) maps
     cache.hit_rate
 """
 

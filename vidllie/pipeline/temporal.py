@@ -51,8 +51,8 @@ def motion_weight(
 
     Example:
         >>> a = torch.rand(1, 3, 64, 64)
-        >>> motion_weight(a, a, 0.7).max().item()
-        0.7...
+        >>> round(motion_weight(a, a, 0.7).max().item(), 6)
+        0.7
     """
     if current.shape != previous.shape or current.ndim != 4 or current.shape[1] != 3:
         raise ValueError(f"need two (B, 3, H, W) tensors of one shape, got {tuple(current.shape)} and {tuple(previous.shape)}")

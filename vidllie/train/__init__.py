@@ -1,0 +1,1 @@
+"""Training: typed config, synthetic night pairs, losses, the loop, checkpoints and evaluation."""

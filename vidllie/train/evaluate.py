@@ -1,5 +1,6 @@
 """Evaluation on paired folders (LOL layout): PSNR/SSIM per image and mean, plain and GT-mean,
-for a model and two fixed reference baselines (gamma curve, CLAHE), as a table and JSON.
+for a model and two fixed reference baselines (gamma curve, CLAHE), as a table and JSON. This
+module owns the metrics protocol and the baselines.
 
 Metrics (kornia):
 
@@ -75,23 +76,28 @@ def clahe_baseline(low: torch.Tensor, clip_limit: float = CLAHE_CLIP, grid_size:
 
 
 def model_fn(model, device: str | torch.device = "cpu", dino=None) -> Callable[[torch.Tensor], torch.Tensor]:
-    """Wrap a model (or a checkpoint name/path, ``default`` included) as ``low -> output``; a
-    guided model without ``dino`` loads the backbone its config names."""
+    """Wrap a model (or a checkpoint name/path, ``default`` included) as ``low -> output``.
+
+    ``dino`` as for :func:`vidllie.models.dino.load_dino`: ``None`` loads the backbone a guided
+    model's config names, a hub id/folder loads that one, ``"none"`` runs unguided, or a module.
+    """
     if isinstance(model, (str, Path)):
         from vidllie.models import load_model
 
         model = load_model(model)
     model = model.to(device).eval()
-    if dino is None and getattr(model.config, "guided", False):
-        from vidllie.models.dino import DinoGuide  # WeightsError (one line) when DINO is unavailable
+    guided = bool(getattr(model.config, "guided", False))
+    from vidllie.models.dino import load_dino  # WeightsError (one line) when DINO is unavailable
 
-        dino = DinoGuide(model.config.dino).to(device)
+    backbone, _ = load_dino(model.config.dino, dino, needed=guided)
+    if backbone is not None:
+        backbone = backbone.to(device)
 
     @torch.inference_mode()
     def run(low: torch.Tensor) -> torch.Tensor:
         x = low.to(device)
-        guidance = dino(x) if dino is not None and getattr(model.config, "guided", False) else None
-        return model(x, guidance=guidance).float().clamp(0, 1).cpu()
+        maps = backbone(x) if backbone is not None else None
+        return model(x, dino_maps=maps).float().clamp(0, 1).cpu()
 
     return run
 

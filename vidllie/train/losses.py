@@ -71,7 +71,7 @@ def temporal_consistency(pred: torch.Tensor, target: torch.Tensor, eps: float = 
 def differentiable(dino: DinoFn) -> DinoFn:
     """``dino`` as a callable with autograd on.
 
-    :class:`vidllie.models.dino.DinoGuide` runs its forward under ``torch.no_grad`` (right for
+    :class:`vidllie.models.dino.DinoBackbone` runs its forward under ``torch.no_grad`` (right for
     guidance at inference); the perceptual loss and LoRA need gradients through the frozen
     backbone, so this calls the undecorated forward. Other callables are returned unchanged.
 
@@ -89,7 +89,7 @@ class DinoContrastiveLoss(nn.Module):
     """DINO-IR perceptual contrastive loss in a frozen DINO feature space.
 
     For each chosen map ``l`` of ``dino(x)`` (a list of (B, C, h, w) maps, e.g. from
-    :class:`vidllie.models.dino.DinoGuide`) with weight ``w_l``::
+    :class:`vidllie.models.dino.DinoBackbone`) with weight ``w_l``::
 
         loss = sum_l w_l * L1(f_l(out), f_l(target)) / (L1(f_l(out), f_l(low)) + eps)
 

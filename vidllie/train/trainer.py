@@ -1,10 +1,11 @@
 """The training loop behind ``vidllie train --config configs/train/<name>.yaml [--resume]``.
 
-AdamW + linear warm-up + cosine decay, gradient clipping, AMP on CUDA (bf16, else fp16 with a
-scaler), EMA weights, validation PSNR/SSIM on a fixed held-out split, checkpoints as safetensors
-(model, EMA, optimizer, scheduler, step, RNG states; no pickle) every N steps and on Ctrl-C, exact
-resume, a tqdm bar and CSV + JSON-lines logs. DINO (when the model is guided or the DINO loss is
-on) is frozen, optionally with LoRA adapters (peft, the ``train`` extra).
+This module owns the loop: AdamW + linear warm-up + cosine decay, gradient clipping, AMP on CUDA
+(bf16, else fp16 with a scaler), EMA weights, validation PSNR/SSIM on a fixed held-out split,
+checkpoints every N steps and on Ctrl-C (format in :mod:`vidllie.train.state`), exact resume, a
+tqdm bar and CSV + JSON-lines logs. The config is the typed
+:class:`vidllie.train.config.TrainConfig`. DINO (when the model is guided or the DINO loss is on)
+is frozen, optionally with LoRA adapters (peft, the ``train`` extra).
 
 Outputs in ``output_dir``: ``checkpoint.safetensors`` (resume state), ``best_ema.safetensors``
 and ``final_ema.safetensors`` (loadable with ``load_model``), ``train_log.csv``, ``val_log.csv``,
@@ -17,7 +18,6 @@ import copy
 import csv
 import json
 import math
-import os
 import platform
 import signal
 import sys
@@ -27,104 +27,19 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
-from safetensors import safe_open
 
 from vidllie.errors import InputError, OutputError
 from vidllie.models import build_model, load_model, save_model
-from vidllie.models.checkpoint import write_safetensors
+from vidllie.models.configuration import ModelConfig
+from vidllie.models.dino import load_dino
+from vidllie.pipeline.device import resolve_device
+from vidllie.train.config import DataConfig, DinoOptions, TrainConfig, dino_options, load_train_config
 from vidllie.train.datasets import ClipPairs, PairedCrops, PairedFolder, SyntheticPairs, list_images, split_images, validation_pairs
-from vidllie.train.degrade import DegradeConfig
 from vidllie.train.evaluate import psnr, ssim
-from vidllie.train.losses import LossConfig, RestorationLoss, differentiable
+from vidllie.train.losses import RestorationLoss, differentiable
+from vidllie.train.state import CHECKPOINT, EMA, load_checkpoint, restore_optimizer, save_checkpoint
 
-CHECKPOINT = "checkpoint.safetensors"
-CHECKPOINT_FORMAT = "vidllie-train-state/1"
-
-DEFAULTS: dict[str, Any] = {
-    "name": "run",
-    "model": "tiny-unguided",  # variant name, model YAML path, or a model config mapping
-    "init_from": None,  # a model checkpoint to start from (fine-tuning)
-    "seed": 0,
-    "output_dir": None,  # default runs/<name>
-    "device": "auto",  # auto | cpu | cuda | cuda:N | mps
-    "amp": "auto",  # auto (bf16/fp16 on CUDA, off elsewhere) | off | bf16 | fp16
-    "threads": None,  # torch.set_num_threads
-    "steps": 5000,
-    "time_limit_s": None,  # stop (with a checkpoint) once this much training time has passed
-    "ema_decay": 0.999,
-    "checkpoint_every": 250,
-    "val_every": 500,
-    "log_every": 25,
-    "progress": True,
-    "optim": {"lr": 2e-3, "weight_decay": 1e-4, "betas": [0.9, 0.999], "warmup_steps": 200,
-              "min_lr": 1e-5, "grad_clip": 0.5},
-    "data": {
-        "images": None,  # folder(s) of normal-light images -> synthetic pairs on the fly
-        "paired": None,  # a LOL-layout folder (low/, high/) -> real pairs instead
-        "val_fraction": 0.1,  # held-out share of `images`, fixed by file name (never trained on)
-        "val_paired": None,  # a LOL-layout folder to validate on instead of the held-out split
-        "val_seed": 1234,
-        "val_crop": 256,  # centre crop of each held-out image (None: whole images)
-        "val_limit": 32,  # held-out images used for validation during training
-        "crop": 128,
-        "batch_size": 8,
-        "scale": [0.6, 1.0],
-        "degradation": {},  # DegradeConfig fields
-        "clips": None,  # {frame_dirs, videos, stills, frames, crop, batch_size, every}
-    },
-    "loss": {},  # LossConfig fields
-    # DINO for guided models and the DINO loss: `source` = hub id or local folder overriding the
-    # model config's backbone; `config` = DinoConfig fields (needed for the loss on an unguided
-    # model); `lora` = {r, alpha, dropout, target_modules, lr} adapters on the frozen backbone.
-    "dino": {"source": None, "config": None, "lora": None},
-}
-
-
-# ------------------------------------------------------------------------------------- config
-def _merge(base: dict, update: dict, where: str = "") -> dict:
-    out = copy.deepcopy(base)
-    for key, value in (update or {}).items():
-        if key not in base:
-            raise InputError(f"training config: unknown key {where}{key!r}")
-        if isinstance(base[key], dict) and base[key] and isinstance(value, dict) and key not in ("degradation",):
-            out[key] = _merge(base[key], value, f"{where}{key}.")
-        else:
-            out[key] = copy.deepcopy(value)
-    return out
-
-
-def load_train_config(config: str | Path | dict, overrides: dict | None = None) -> dict[str, Any]:
-    """The full training config: DEFAULTS <- YAML file (or mapping) <- ``overrides``.
-
-    ``${VAR}`` in path values is expanded from the environment.
-    """
-    if isinstance(config, (str, Path)):
-        path = Path(config)
-        if not path.is_file():
-            raise InputError(f"training config not found: {path}")
-        data = yaml.safe_load(path.read_text()) or {}
-    else:
-        data = dict(config)
-    cfg = _merge(DEFAULTS, data)
-    if overrides:
-        cfg = _merge(cfg, overrides)
-    if cfg["output_dir"] is None:
-        cfg["output_dir"] = f"runs/{cfg['name']}"
-    cfg["output_dir"] = os.path.expandvars(str(cfg["output_dir"]))
-    d = cfg["data"]
-    for key in ("images", "paired", "val_paired"):
-        if isinstance(d[key], str):
-            d[key] = os.path.expandvars(d[key])
-        elif isinstance(d[key], list):
-            d[key] = [os.path.expandvars(p) for p in d[key]]
-    if d["images"] is None and d["paired"] is None:
-        raise InputError("training config: set data.images (synthetic pairs) or data.paired (a LOL folder)")
-    if d["crop"] % 16:
-        raise InputError(f"training config: data.crop must be a multiple of 16, got {d['crop']}")
-    DegradeConfig.from_dict(d["degradation"])
-    LossConfig.from_dict(cfg["loss"])
-    return cfg
+__all__ = ["CHECKPOINT", "build_dino", "load_train_config", "lr_factor", "resolve_amp", "train"]
 
 
 def lr_factor(step: int, total: int, warmup: int, min_ratio: float) -> float:
@@ -140,39 +55,6 @@ def lr_factor(step: int, total: int, warmup: int, min_ratio: float) -> float:
     return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
-# ---------------------------------------------------------------------------------------- EMA
-class EMA:
-    """Exponential moving average of a model's floating tensors (buffers copied)."""
-
-    def __init__(self, model: torch.nn.Module, decay: float) -> None:
-        self.decay = float(decay)
-        self.shadow = {k: v.detach().clone() for k, v in model.state_dict().items()}
-
-    @torch.no_grad()
-    def update(self, model: torch.nn.Module, step: int) -> None:
-        d = min(self.decay, (1.0 + step) / (10.0 + step))
-        for k, v in model.state_dict().items():
-            if v.is_floating_point():
-                self.shadow[k].mul_(d).add_(v.detach(), alpha=1.0 - d)
-            else:
-                self.shadow[k].copy_(v)
-
-    def copy_to(self, model: torch.nn.Module) -> torch.nn.Module:
-        model.load_state_dict(self.shadow)
-        return model
-
-
-# ------------------------------------------------------------------------------------ devices
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    return torch.device(name)
-
-
 def resolve_amp(name: str, device: torch.device) -> torch.dtype | None:
     if name == "off" or device.type != "cuda":
         if name in ("bf16", "fp16") and device.type != "cuda":
@@ -183,29 +65,26 @@ def resolve_amp(name: str, device: torch.device) -> torch.dtype | None:
     return torch.float16
 
 
-# ------------------------------------------------------------------------------------- DINO
-def build_dino(model_config, options: dict, device: torch.device):
-    """The frozen DINO backbone (``vidllie.models.dino.DinoGuide``) of a guided config, or of
-    ``options["config"]`` (DinoConfig fields) for the loss alone, loaded from ``options["source"]``
-    when given; peft LoRA adapters on its attention projections when ``options["lora"]`` is set.
-    Returns ``(dino, params)`` with the trainable (LoRA) parameters."""
-    from vidllie.models import DinoConfig
-    from vidllie.models.dino import DinoGuide  # the models layer owns DINO loading
-
-    dino_config = DinoConfig(**options["config"]) if options.get("config") else model_config.dino
-    dino = DinoGuide(dino_config, source=options.get("source"))
+def build_dino(model_config: ModelConfig | None, options: DinoOptions | dict, device: torch.device):
+    """The frozen DINO backbone (:class:`vidllie.models.dino.DinoBackbone`, loaded by
+    :func:`~vidllie.models.dino.load_dino`) of a guided model config, or of ``options.config``
+    (for the loss alone), from ``options.source`` when given; peft LoRA adapters on its attention
+    projections when ``options.lora`` is set. Returns ``(dino, params)`` with the trainable
+    (LoRA) parameters."""
+    if isinstance(options, dict):
+        options = dino_options(options)
+    dino, _ = load_dino(options.config or model_config.dino, options.source, needed=True)
     for p in dino.parameters():
         p.requires_grad_(False)
-    lora = options.get("lora")
+    lora = options.lora
     params: list[torch.nn.Parameter] = []
     if lora:
         try:
             from peft import LoraConfig, inject_adapter_in_model
         except ImportError:
             raise InputError("LoRA on DINO needs peft: pip install 'vidllie[train]'") from None
-        config = LoraConfig(r=int(lora.get("r", 8)), lora_alpha=float(lora.get("alpha", 16)),
-                            lora_dropout=float(lora.get("dropout", 0.0)),
-                            target_modules=list(lora.get("target_modules", ["q_proj", "v_proj"])))
+        config = LoraConfig(r=int(lora.r), lora_alpha=float(lora.alpha), lora_dropout=float(lora.dropout),
+                            target_modules=list(lora.target_modules))
         inject_adapter_in_model(config, dino.backbone)
         params = [p for n, p in dino.named_parameters() if "lora_" in n]
         if not params:
@@ -215,70 +94,6 @@ def build_dino(model_config, options: dict, device: torch.device):
     return dino.to(device), params
 
 
-# -------------------------------------------------------------------------------- checkpoints
-def _optimizer_tensors(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
-    sd = opt.state_dict()
-    tensors: dict[str, torch.Tensor] = {}
-    scalars: dict[str, dict[str, Any]] = {}
-    for idx, state in sd["state"].items():
-        for key, value in state.items():
-            if isinstance(value, torch.Tensor):
-                tensors[f"optim.{idx}.{key}"] = value
-            else:
-                scalars.setdefault(str(idx), {})[key] = value
-    return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
-
-
-def save_checkpoint(path: Path, *, model, ema: EMA, opt, scheduler, scaler, step: int, data_gen: torch.Generator,
-                    info: dict[str, Any], dino_params: dict[str, torch.Tensor] | None = None) -> Path:
-    """Write the complete training state to one safetensors file (atomic rename)."""
-    tensors: dict[str, torch.Tensor] = {}
-    tensors.update({f"model.{k}": v for k, v in model.state_dict().items()})
-    tensors.update({f"ema.{k}": v for k, v in ema.shadow.items()})
-    opt_tensors, opt_meta = _optimizer_tensors(opt)
-    tensors.update(opt_tensors)
-    tensors.update({f"dino.{k}": v for k, v in (dino_params or {}).items()})
-    tensors["rng.torch"] = torch.get_rng_state()
-    tensors["rng.data"] = data_gen.get_state()
-    if torch.cuda.is_available():
-        tensors["rng.cuda"] = torch.cuda.get_rng_state()
-    if scaler is not None:
-        tensors["scaler.scale"] = scaler.state_dict()["scale"] if isinstance(scaler.state_dict().get("scale"), torch.Tensor) else torch.tensor(float(scaler.get_scale()))
-    meta = {
-        "format": CHECKPOINT_FORMAT,
-        "step": str(step),
-        "optimizer": json.dumps(opt_meta),
-        "scheduler": json.dumps(scheduler.state_dict()),
-        "scaler": json.dumps({k: v for k, v in scaler.state_dict().items() if not isinstance(v, torch.Tensor)}) if scaler else "null",
-        "info": json.dumps(info),
-        "model_config": json.dumps(model.config.to_dict()),
-    }
-    return write_safetensors({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, path, meta)
-
-
-def load_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    if not path.is_file():
-        raise InputError(f"cannot resume: no checkpoint at {path}")
-    with safe_open(str(path), framework="pt") as f:
-        meta = dict(f.metadata() or {})
-        if meta.get("format") != CHECKPOINT_FORMAT:
-            raise InputError(f"{path}: not a vidllie training checkpoint")
-        tensors = {k: f.get_tensor(k) for k in f.keys()}
-    return tensors, meta
-
-
-def _restore_optimizer(opt, tensors: dict[str, torch.Tensor], meta: dict) -> None:
-    state: dict[int, dict[str, Any]] = {}
-    for key, value in tensors.items():
-        if key.startswith("optim."):
-            _, idx, name = key.split(".", 2)
-            state.setdefault(int(idx), {})[name] = value
-    for idx, values in meta["scalars"].items():
-        state.setdefault(int(idx), {}).update(values)
-    opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
-
-
-# -------------------------------------------------------------------------------------- logs
 class _Logs:
     def __init__(self, folder: Path, loss_names: list[str], append: bool) -> None:
         self.folder = folder
@@ -311,7 +126,7 @@ class _Logs:
             f.close()
 
 
-# -------------------------------------------------------------------------------------- train
+# -------------------------------------------------------------------------------------- data
 def _images_split(images, fraction: float) -> tuple[list[Path], list[tuple[Path, Path]]]:
     roots = [images] if isinstance(images, (str, Path)) else list(images)
     train, val = [], []
@@ -322,6 +137,40 @@ def _images_split(images, fraction: float) -> tuple[list[Path], list[tuple[Path,
     return train, val
 
 
+class TrainingData:
+    """Where batches come from: training pairs, optional clips, and the fixed validation items."""
+
+    def __init__(self, d: DataConfig) -> None:
+        degradation = d.degradation
+        self.val_items: list = []
+        train_paths: list[Path] = []
+        if d.paired:
+            self.source = PairedCrops(d.paired, crop=d.crop, batch_size=d.batch_size)
+        else:
+            train_paths, held_out = _images_split(d.images, float(d.val_fraction))
+            self.source = SyntheticPairs(train_paths, crop=d.crop, batch_size=d.batch_size,
+                                         degradation=degradation, scale=tuple(d.scale))
+            if not d.val_paired:
+                for root in {r for _, r in held_out}:
+                    self.val_items += validation_pairs([p for p, r in held_out if r == root], root, seed=d.val_seed,
+                                                       crop=d.val_crop, degradation=degradation)
+                self.val_items = self.val_items[: d.val_limit or None]
+        if d.val_paired:
+            folder = PairedFolder(d.val_paired)
+            self.val_items = [folder[i] for i in range(min(len(folder), d.val_limit or len(folder)))]
+        self.clips, self.clip_every = None, 0
+        if d.clips:
+            c = d.clips
+            self.clip_every = int(c.every)
+            stills = c.stills
+            still_paths = (train_paths if stills is True else list_images(stills) if stills else []) if not d.paired else []
+            self.clips = ClipPairs(frame_dirs=c.frame_dirs or [], videos=c.videos or [], stills=still_paths,
+                                   frames=c.frames, crop=c.crop, batch_size=c.batch_size, degradation=degradation)
+
+    def clip_batch(self, step: int, gen: torch.Generator):
+        return self.clips.batch(gen) if self.clips is not None and step % self.clip_every == 0 else None
+
+
 def _validate(model, pairs, device, amp_dtype, dino=None) -> tuple[float, float]:
     model.eval()
     ps, ss = [], []
@@ -329,8 +178,8 @@ def _validate(model, pairs, device, amp_dtype, dino=None) -> tuple[float, float]
         for low, high, _ in pairs:
             x = low[None].to(device)
             with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                guidance = dino(x) if dino is not None and model.config.guided else None
-                out = model(x, guidance=guidance)
+                maps = dino(x) if dino is not None and model.config.guided else None
+                out = model(x, dino_maps=maps)
             out = out.float().clamp(0, 1).cpu()
             ps.append(psnr(out, high[None]))
             ss.append(ssim(out, high[None]))
@@ -338,9 +187,197 @@ def _validate(model, pairs, device, amp_dtype, dino=None) -> tuple[float, float]
     return sum(ps) / len(ps), sum(ss) / len(ss)
 
 
-def train(config: str | Path | dict, resume: bool = False, *, overrides: dict | None = None,
+# -------------------------------------------------------------------------------------- run
+class TrainingRun:
+    """One run's objects and counters (step, elapsed time, best validation PSNR, last loss)."""
+
+    def __init__(self, cfg: TrainConfig, resume: bool) -> None:
+        self.cfg = cfg
+        self.out_dir = Path(cfg.output_dir)
+        self.ckpt_path = self.out_dir / CHECKPOINT
+        if not resume and self.ckpt_path.exists():
+            raise OutputError(f"{self.ckpt_path} exists: pass --resume to continue, or use another output_dir")
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        if cfg.threads:
+            torch.set_num_threads(int(cfg.threads))
+        self.device = device = resolve_device(cfg.device)
+        self.amp_dtype = resolve_amp(cfg.amp, device)
+        torch.manual_seed(int(cfg.seed))
+
+        # model, DINO, loss
+        self.model = model = build_model(cfg.model)
+        if cfg.init_from:
+            model.load_state_dict(load_model(cfg.init_from).state_dict())
+        model.to(device).train()
+        o = cfg.optim
+        self.dino, dino_params = None, []
+        if model.config.guided or cfg.loss.dino > 0:
+            self.dino, dino_params = build_dino(model.config, cfg.dino, device)
+        self.criterion = RestorationLoss(cfg.loss, self.dino)
+        self.data = TrainingData(cfg.data)
+
+        # optimisation
+        groups = [{"params": [p for p in model.parameters() if p.requires_grad], "lr": o.lr}]
+        if dino_params:
+            lora_lr = cfg.dino.lora.lr
+            groups.append({"params": dino_params, "lr": float(lora_lr if lora_lr is not None else o.lr * 0.1)})
+        self.lora = bool(dino_params)
+        self.opt = torch.optim.AdamW(groups, lr=o.lr, betas=tuple(o.betas), weight_decay=o.weight_decay)
+        self.total = int(cfg.steps)
+        total, warmup, min_ratio = self.total, int(o.warmup_steps), float(o.min_lr) / float(o.lr)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.opt, lambda s: lr_factor(s, total, warmup, min_ratio))
+        self.scaler = torch.amp.GradScaler("cuda") if self.amp_dtype == torch.float16 else None
+        self.ema = EMA(model, cfg.ema_decay)
+        self.data_gen = torch.Generator().manual_seed(int(cfg.seed))
+        self.step, self.elapsed, self.best = 0, 0.0, -math.inf
+        self.last_loss: float | None = None
+        if resume:
+            self.restore()
+        self.eval_model = copy.deepcopy(model)
+        self.dropout = float(model.config.guidance.dropout)
+        self.hardware = f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads" \
+            if device.type == "cpu" else torch.cuda.get_device_name(device) if device.type == "cuda" else str(device)
+
+    def restore(self) -> None:
+        """Continue exactly from the run's checkpoint."""
+        tensors, meta = load_checkpoint(self.ckpt_path)
+        self.model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+        self.ema.shadow = {k[4:]: v.to(self.device) for k, v in tensors.items() if k.startswith("ema.")}
+        if self.dino is not None and self.lora:
+            named = dict(self.dino.named_parameters())
+            with torch.no_grad():
+                for k, v in tensors.items():
+                    if k.startswith("dino."):
+                        named[k[5:]].copy_(v)
+        restore_optimizer(self.opt, tensors, json.loads(meta["optimizer"]))
+        self.scheduler.load_state_dict(json.loads(meta["scheduler"]))
+        if self.scaler is not None and "scaler.scale" in tensors:
+            self.scaler.load_state_dict({**json.loads(meta["scaler"]), "scale": float(tensors["scaler.scale"])})
+        torch.set_rng_state(tensors["rng.torch"])
+        self.data_gen.set_state(tensors["rng.data"])
+        if "rng.cuda" in tensors and torch.cuda.is_available():
+            torch.cuda.set_rng_state(tensors["rng.cuda"])
+        info = json.loads(meta["info"])
+        self.step, self.elapsed = int(meta["step"]), float(info["elapsed_s"])
+        self.best = float(info.get("best_psnr", -math.inf))
+
+    def info(self) -> dict[str, Any]:
+        return {"elapsed_s": self.elapsed, "best_psnr": self.best, "device": str(self.device), "hardware": self.hardware}
+
+    def checkpoint(self) -> None:
+        dino_params = {n: p for n, p in self.dino.named_parameters() if p.requires_grad} if self.lora else None
+        save_checkpoint(self.ckpt_path, model=self.model, ema=self.ema, opt=self.opt, scheduler=self.scheduler,
+                        scaler=self.scaler, step=self.step, data_gen=self.data_gen, info=self.info(),
+                        dino_params=dino_params)
+
+    def forward(self, low: torch.Tensor) -> torch.Tensor:
+        """The model on a batch; a guided model gets DINO maps unless guidance dropout drops them."""
+        maps = None
+        if self.dino is not None and self.model.config.guided:
+            if float(torch.rand((), generator=self.data_gen)) >= self.dropout:
+                maps = differentiable(self.dino)(low) if self.lora else self.dino(low)  # LoRA needs grads
+        return self.model(low, dino_maps=maps)
+
+    def loss(self, low, high, clips) -> tuple[torch.Tensor, dict[str, float]]:
+        with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
+            pred = self.forward(low)
+            loss, parts = self.criterion(pred.float(), high, low)
+            if clips is not None:
+                clow, chigh = (t.to(self.device) for t in clips)
+                cpred = self.forward(clow.flatten(0, 1)).float().reshape(chigh.shape)
+                closs, cparts = self.criterion(cpred, chigh, clow)
+                loss = loss + closs
+                for k, v in cparts.items():
+                    parts[k] = parts.get(k, 0.0) + v
+        return loss, parts
+
+    def train_step(self) -> tuple[dict[str, float], float]:
+        """One optimisation step; returns the loss parts and the gradient norm."""
+        t0 = time.perf_counter()
+        low, high = self.data.source.batch(self.data_gen)
+        clips = self.data.clip_batch(self.step, self.data_gen)
+        low, high = low.to(self.device), high.to(self.device)
+        loss, parts = self.loss(low, high, clips)
+        opt, scaler = self.opt, self.scaler
+        opt.zero_grad(set_to_none=True)
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.unscale_(opt)
+        else:
+            loss.backward()
+        params = [p for g in opt.param_groups for p in g["params"]]
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(params, float(self.cfg.optim.grad_clip)))
+        if scaler is not None:
+            scaler.step(opt)
+            scaler.update()
+        else:
+            opt.step()
+        self.scheduler.step()
+        self.step += 1
+        self.ema.update(self.model, self.step)
+        self.elapsed += time.perf_counter() - t0
+        self.last_loss = float(loss.detach())
+        return parts, grad_norm
+
+    def validate(self) -> tuple[float, float]:
+        """EMA weights on the validation items; saves ``best_ema`` on a new best PSNR."""
+        p, s = _validate(self.ema.copy_to(self.eval_model), self.data.val_items, self.device, self.amp_dtype, self.dino)
+        if p > self.best:
+            self.best = p
+            save_model(self.eval_model, self.out_dir / "best_ema.safetensors",
+                       {"step": self.step, "val_psnr": p, "val_ssim": s, "train_time_s": round(self.elapsed, 1)})
+        return p, s
+
+    def stop_reason(self, stop_after: int | None) -> str | None:
+        if self.step >= self.total:
+            return "finished"
+        if stop_after is not None and self.step >= stop_after:
+            return "stopped"
+        if self.cfg.time_limit_s is not None and self.elapsed >= float(self.cfg.time_limit_s):
+            return "time_limit"
+        return None
+
+    def loss_names(self) -> list[str]:
+        lc = self.cfg.loss
+        return [k for k in ("charbonnier", "l1", "ssim", "dino", "temporal")
+                if getattr(lc, k) > 0 and (k != "temporal" or self.data.clips is not None)]
+
+    def summary(self, status: str) -> dict[str, Any]:
+        return {"name": self.cfg.name, "status": status, "step": self.step, "steps": self.total,
+                "train_time_s": round(self.elapsed, 1), "best_val_psnr": self.best if math.isfinite(self.best) else None,
+                "device": str(self.device), "hardware": self.hardware,
+                "final_loss": self.last_loss if self.step else None}
+
+
+def _loop(run: TrainingRun, logs: _Logs, bar, stop_after: int | None) -> str:
+    """Steps until the schedule ends, ``stop_after`` or the time limit; returns the status."""
+    cfg = run.cfg
+    window_t, window_n = time.perf_counter(), 0
+    while (status := run.stop_reason(stop_after)) is None:
+        parts, grad_norm = run.train_step()
+        window_n += 1
+        bar.update(1)
+        step = run.step
+        if step % cfg.log_every == 0 or step == run.total:
+            now = time.perf_counter()
+            row = {"step": step, "time_s": round(run.elapsed, 2), "lr": run.opt.param_groups[0]["lr"],
+                   "loss": run.last_loss, **parts, "grad_norm": grad_norm,
+                   "s_per_step": round((now - window_t) / max(1, window_n), 4)}
+            window_t, window_n = now, 0
+            logs.train(row)
+            bar.set_postfix(loss=f"{row['loss']:.4f}", lr=f"{row['lr']:.2e}")
+        if run.data.val_items and (step % cfg.val_every == 0 or step == run.total):
+            p, s = run.validate()
+            logs.val({"step": step, "time_s": round(run.elapsed, 2), "psnr": p, "ssim": s, "best_psnr": run.best})
+            bar.write(f"step {step}: val PSNR {p:.2f} dB, SSIM {s:.4f} (EMA; best {run.best:.2f})")
+        if step % cfg.checkpoint_every == 0:
+            run.checkpoint()
+    return status
+
+
+def train(config: str | Path | dict | TrainConfig, resume: bool = False, *, overrides: dict | None = None,
           stop_after: int | None = None) -> dict[str, Any]:
-    """Train a model from a training config (YAML path or mapping); returns the run summary.
+    """Train a model from a training config (YAML path, mapping or TrainConfig); returns the run summary.
 
     ``resume`` continues exactly from ``output_dir/checkpoint.safetensors``. ``stop_after`` ends
     the run (with a checkpoint) after that global step without changing the schedule — what an
@@ -351,201 +388,35 @@ def train(config: str | Path | dict, resume: bool = False, *, overrides: dict | 
         >>> summary = train("configs/train/default.yaml", resume=True)  # doctest: +SKIP
     """
     cfg = load_train_config(config, overrides)
-    out_dir = Path(cfg["output_dir"])
-    ckpt_path = out_dir / CHECKPOINT
-    if not resume and ckpt_path.exists():
-        raise OutputError(f"{ckpt_path} exists: pass --resume to continue, or use another output_dir")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    if cfg["threads"]:
-        torch.set_num_threads(int(cfg["threads"]))
-    device = resolve_device(cfg["device"])
-    amp_dtype = resolve_amp(cfg["amp"], device)
-    seed = int(cfg["seed"])
-    torch.manual_seed(seed)
-
-    # model, DINO, loss
-    model = build_model(cfg["model"] if not isinstance(cfg["model"], dict) else _model_config(cfg["model"]))
-    if cfg["init_from"]:
-        model.load_state_dict(load_model(cfg["init_from"]).state_dict())
-    model.to(device).train()
-    loss_cfg = LossConfig.from_dict(cfg["loss"])
-    dino, dino_params = None, []
-    if model.config.guided or loss_cfg.dino > 0:
-        dino, dino_params = build_dino(model.config, cfg["dino"], device)
-    criterion = RestorationLoss(loss_cfg, dino)
-
-    # data
-    d = cfg["data"]
-    degradation = DegradeConfig.from_dict(d["degradation"])
-    val_items: list = []
-    if d["paired"]:
-        source = PairedCrops(d["paired"], crop=d["crop"], batch_size=d["batch_size"])
-    else:
-        train_paths, held_out = _images_split(d["images"], float(d["val_fraction"]))
-        source = SyntheticPairs(train_paths, crop=d["crop"], batch_size=d["batch_size"],
-                                degradation=degradation, scale=tuple(d["scale"]))
-        if not d["val_paired"]:
-            for root in {r for _, r in held_out}:
-                val_items += validation_pairs([p for p, r in held_out if r == root], root, seed=d["val_seed"],
-                                              crop=d["val_crop"], degradation=degradation)
-            val_items = val_items[: d["val_limit"] or None]
-    if d["val_paired"]:
-        folder = PairedFolder(d["val_paired"])
-        val_items = [folder[i] for i in range(min(len(folder), d["val_limit"] or len(folder)))]
-    clip_source, clip_every = None, 0
-    if d["clips"]:
-        c = dict(d["clips"])
-        clip_every = int(c.pop("every", 4))
-        stills = c.pop("stills", False)
-        still_paths = (train_paths if stills is True else list_images(stills) if stills else []) if not d["paired"] else []
-        clip_source = ClipPairs(frame_dirs=c.pop("frame_dirs", []) or [], videos=c.pop("videos", []) or [],
-                                stills=still_paths, degradation=degradation, **c)
-
-    # optimisation
-    o = cfg["optim"]
-    groups = [{"params": [p for p in model.parameters() if p.requires_grad], "lr": o["lr"]}]
-    if dino_params:
-        groups.append({"params": dino_params, "lr": float(cfg["dino"]["lora"].get("lr", o["lr"] * 0.1))})
-    opt = torch.optim.AdamW(groups, lr=o["lr"], betas=tuple(o["betas"]), weight_decay=o["weight_decay"])
-    total = int(cfg["steps"])
-    min_ratio = float(o["min_lr"]) / float(o["lr"])
-    scheduler = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, total, int(o["warmup_steps"]), min_ratio))
-    scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
-    ema = EMA(model, cfg["ema_decay"])
-    data_gen = torch.Generator().manual_seed(seed)
-
-    step, elapsed, best = 0, 0.0, -math.inf
-    if resume:
-        tensors, meta = load_checkpoint(ckpt_path)
-        model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
-        ema.shadow = {k[4:]: v.to(device) for k, v in tensors.items() if k.startswith("ema.")}
-        if dino is not None and dino_params:
-            named = dict(dino.named_parameters())
-            with torch.no_grad():
-                for k, v in tensors.items():
-                    if k.startswith("dino."):
-                        named[k[5:]].copy_(v)
-        _restore_optimizer(opt, tensors, json.loads(meta["optimizer"]))
-        scheduler.load_state_dict(json.loads(meta["scheduler"]))
-        if scaler is not None and "scaler.scale" in tensors:
-            scaler.load_state_dict({**json.loads(meta["scaler"]), "scale": float(tensors["scaler.scale"])})
-        torch.set_rng_state(tensors["rng.torch"])
-        data_gen.set_state(tensors["rng.data"])
-        if "rng.cuda" in tensors and torch.cuda.is_available():
-            torch.cuda.set_rng_state(tensors["rng.cuda"])
-        info = json.loads(meta["info"])
-        step, elapsed, best = int(meta["step"]), float(info["elapsed_s"]), float(info.get("best_psnr", -math.inf))
-    (out_dir / "config.json").write_text(json.dumps(cfg, indent=2))
-
-    loss_names = [k for k in ("charbonnier", "l1", "ssim", "dino", "temporal")
-                  if getattr(loss_cfg, k) > 0 and (k != "temporal" or clip_source is not None)]
-    logs = _Logs(out_dir, loss_names, append=resume and (out_dir / "train_log.csv").exists())
-    eval_model = copy.deepcopy(model)
-    dropout = float(model.config.guidance.dropout)
-    hardware = f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads" if device.type == "cpu" \
-        else torch.cuda.get_device_name(device) if device.type == "cuda" else str(device)
-
-    def info() -> dict[str, Any]:
-        return {"elapsed_s": elapsed, "best_psnr": best, "device": str(device), "hardware": hardware}
-
-    def checkpoint() -> None:
-        save_checkpoint(ckpt_path, model=model, ema=ema, opt=opt, scheduler=scheduler, scaler=scaler, step=step,
-                        data_gen=data_gen, info=info(),
-                        dino_params={n: p for n, p in dino.named_parameters() if p.requires_grad} if dino_params else None)
-
-    def forward(low: torch.Tensor) -> torch.Tensor:
-        guidance = None
-        if dino is not None and model.config.guided:
-            use = float(torch.rand((), generator=data_gen)) >= dropout
-            if use:
-                guidance = differentiable(dino)(low) if dino_params else dino(low)  # LoRA needs grads
-        return model(low, guidance=guidance)
-
+    run = TrainingRun(cfg, resume)
+    (run.out_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
+    logs = _Logs(run.out_dir, run.loss_names(), append=resume and (run.out_dir / "train_log.csv").exists())
     from tqdm import tqdm
 
-    bar = tqdm(total=total, initial=step, desc=cfg["name"], unit="step", disable=not cfg["progress"],
+    bar = tqdm(total=run.total, initial=run.step, desc=cfg.name, unit="step", disable=not cfg.progress,
                mininterval=10.0, dynamic_ncols=True)
-    status = "finished"
     previous_sigterm = _sigterm_as_interrupt()
-    window_t, window_n = time.perf_counter(), 0
     try:
-        while step < total:
-            if stop_after is not None and step >= stop_after:
-                status = "stopped"
-                break
-            if cfg["time_limit_s"] is not None and elapsed >= float(cfg["time_limit_s"]):
-                status = "time_limit"
-                break
-            t0 = time.perf_counter()
-            low, high = source.batch(data_gen)
-            clips = clip_source.batch(data_gen) if clip_source is not None and step % clip_every == 0 else None
-            low, high = low.to(device), high.to(device)
-            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                pred = forward(low)
-                loss, parts = criterion(pred.float(), high, low)
-                if clips is not None:
-                    clow, chigh = (t.to(device) for t in clips)
-                    cpred = forward(clow.flatten(0, 1)).float().reshape(chigh.shape)
-                    closs, cparts = criterion(cpred, chigh, clow)
-                    loss = loss + closs
-                    for k, v in cparts.items():
-                        parts[k] = parts.get(k, 0.0) + v
-            opt.zero_grad(set_to_none=True)
-            if scaler is not None:
-                scaler.scale(loss).backward()
-                scaler.unscale_(opt)
-            else:
-                loss.backward()
-            params = [p for g in opt.param_groups for p in g["params"]]
-            grad_norm = float(torch.nn.utils.clip_grad_norm_(params, float(o["grad_clip"])))
-            if scaler is not None:
-                scaler.step(opt)
-                scaler.update()
-            else:
-                opt.step()
-            scheduler.step()
-            step += 1
-            ema.update(model, step)
-            elapsed += time.perf_counter() - t0
-            window_n += 1
-            bar.update(1)
-            if step % cfg["log_every"] == 0 or step == total:
-                now = time.perf_counter()
-                row = {"step": step, "time_s": round(elapsed, 2), "lr": opt.param_groups[0]["lr"],
-                       "loss": float(loss.detach()), **parts, "grad_norm": grad_norm,
-                       "s_per_step": round((now - window_t) / max(1, window_n), 4)}
-                window_t, window_n = now, 0
-                logs.train(row)
-                bar.set_postfix(loss=f"{row['loss']:.4f}", lr=f"{row['lr']:.2e}")
-            if val_items and (step % cfg["val_every"] == 0 or step == total):
-                p, s = _validate(ema.copy_to(eval_model), val_items, device, amp_dtype, dino)
-                if p > best:
-                    best = p
-                    save_model(eval_model, out_dir / "best_ema.safetensors",
-                               {"step": step, "val_psnr": p, "val_ssim": s, "train_time_s": round(elapsed, 1)})
-                logs.val({"step": step, "time_s": round(elapsed, 2), "psnr": p, "ssim": s, "best_psnr": best})
-                bar.write(f"step {step}: val PSNR {p:.2f} dB, SSIM {s:.4f} (EMA; best {best:.2f})")
-            if step % cfg["checkpoint_every"] == 0:
-                checkpoint()
+        status = _loop(run, logs, bar, stop_after)
     except KeyboardInterrupt:
-        checkpoint()
+        run.checkpoint()
         bar.close()
         logs.close()
-        print(f"interrupted at step {step}: checkpoint saved to {ckpt_path} (continue with --resume)", file=sys.stderr)
+        print(f"interrupted at step {run.step}: checkpoint saved to {run.ckpt_path} (continue with --resume)",
+              file=sys.stderr)
         raise
     finally:
         bar.close()
         if previous_sigterm is not None:
             signal.signal(signal.SIGTERM, previous_sigterm)
-    checkpoint()
+    run.checkpoint()
     logs.close()
-    ema.copy_to(eval_model)
-    summary = {"name": cfg["name"], "status": status, "step": step, "steps": total, "train_time_s": round(elapsed, 1),
-               "best_val_psnr": best if math.isfinite(best) else None, "device": str(device), "hardware": hardware,
-               "final_loss": float(loss.detach()) if step and "loss" in locals() else None}
+    run.ema.copy_to(run.eval_model)
+    summary = run.summary(status)
     if status in ("finished", "time_limit"):
-        save_model(eval_model, out_dir / "final_ema.safetensors", {"step": step, "train_time_s": round(elapsed, 1)})
-    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+        save_model(run.eval_model, run.out_dir / "final_ema.safetensors",
+                   {"step": run.step, "train_time_s": round(run.elapsed, 1)})
+    (run.out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
 
 
@@ -559,25 +430,3 @@ def _sigterm_as_interrupt():
         raise KeyboardInterrupt(f"signal {signum}")
 
     return signal.signal(signal.SIGTERM, handler)
-
-
-def _model_config(data: dict):
-    from vidllie.models import ModelConfig
-
-    return ModelConfig.from_dict(data)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m vidllie.train.trainer --config FILE [--resume]``: the same as ``vidllie train``
-    (one-line errors, exit codes), returning the exit status."""
-    from vidllie.cli import app
-
-    try:
-        app(["train", *(sys.argv[1:] if argv is None else argv)], prog_name="python -m vidllie.train.trainer")
-    except SystemExit as exit_:
-        return exit_.code if isinstance(exit_.code, int) else 0 if exit_.code is None else 1
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

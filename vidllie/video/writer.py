@@ -119,7 +119,7 @@ class VideoWriter:
         if not os.access(parent, os.W_OK | os.X_OK):
             raise OutputError(f"output folder is not writable: {parent}")
         if p.exists() and not overwrite:
-            raise OutputError(f"output exists: {p} (pass overwrite=True / --overwrite)")
+            raise OutputError(f"output exists: {p} (pass overwrite=True, or -y to vidllie enhance)")
 
     def _setup_video(self, codec, crf, preset, pix_fmt, options) -> None:
         info, out = self.info, self._container

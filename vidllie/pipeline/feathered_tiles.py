@@ -1,4 +1,6 @@
-"""Independent tiles with feathered blending: the last-resort fallback for frames too large.
+"""Independent tiles with feathered blending (approximate): the last-resort fallback for frames
+too large. Exact chunks (the ``chunk`` option) are :mod:`vidllie.models.chunked`'s; this module
+owns the approximate path: tile layout, feather ramps, cropping DINO maps per tile.
 
 The pipeline tiles Restormer models exactly with :func:`vidllie.models.chunked.chunked_forward`
 (same output as untiled); independent tiles are only approximate for them (MDTA's attention uses
@@ -9,9 +11,9 @@ Tiles overlap; inside an overlap the two tiles' outputs are blended with complem
 ramps (they sum to one), so the result changes smoothly from one tile to the next and no seam
 shows. Each tile's outermost overlap pixels (which saw padding instead of their neighbours) get no
 weight at all. Tile starts are aligned to the model's size multiple so no tile needs extra padding and
-guidance maps can be cropped on the same grid::
+DINO maps can be cropped on the same grid::
 
-    y = tiled_forward(lambda t, g: model(t, g), x, tile=512, overlap=64, align=model.size_multiple)
+    y = feathered_forward(lambda t, g: model(t, g), x, tile=512, overlap=64, align=model.size_multiple)
 """
 
 from __future__ import annotations
@@ -83,13 +85,13 @@ def feather_ramp(spans: list[tuple[int, int]], index: int, *, feather: bool = Tr
 GridFn = Callable[[int, int], "tuple[int, int, float, float]"]
 
 
-def crop_guidance(
-    guidance: list[torch.Tensor] | None,
+def crop_dino_maps(
+    dino_maps: list[torch.Tensor] | None,
     frame_hw: tuple[int, int],
     box: tuple[int, int, int, int],
     grid: GridFn | None = None,
 ) -> list[torch.Tensor] | None:
-    """Guidance maps for the tile ``box = (y0, y1, x0, x1)`` of a frame, as if made for the tile.
+    """DINO maps for the tile ``box = (y0, y1, x0, x1)`` of a frame, as if made for the tile.
 
     ``grid(h, w) -> (rows, cols, valid_rows, valid_cols)`` is the DINO token grid of an h x w
     image (:func:`vidllie.models.dino.dino_grid`): ``valid_*`` patches cover the image, the rest
@@ -97,12 +99,12 @@ def crop_guidance(
     exact frame positions of its cells, so the model maps it back onto the tile's pixels where the
     frame's map would have put it. Without ``grid`` the maps are assumed to cover the frame exactly.
     """
-    if guidance is None:
+    if dino_maps is None:
         return None
     h, w = frame_hw
     y0, y1, x0, x1 = box
     th, tw = y1 - y0, x1 - x0
-    rows, cols = guidance[0].shape[-2:]
+    rows, cols = dino_maps[0].shape[-2:]
     if grid is not None:
         valid_r, valid_c = grid(h, w)[2:]
         rows_t, cols_t, valid_rt, valid_ct = grid(th, tw)
@@ -110,13 +112,13 @@ def crop_guidance(
         valid_r, valid_c = float(rows), float(cols)
         valid_rt, valid_ct = rows * th / h, cols * tw / w
         rows_t, cols_t = math.ceil(valid_rt), math.ceil(valid_ct)
-    device = guidance[0].device
+    device = dino_maps[0].device
     # Cell centres of the tile map -> frame pixels -> index coordinates in the frame map.
     ys = (y0 + (torch.arange(rows_t, device=device) + 0.5) * th / valid_rt) * valid_r / h - 0.5
     xs = (x0 + (torch.arange(cols_t, device=device) + 0.5) * tw / valid_ct) * valid_c / w - 0.5
     map_y, map_x = torch.meshgrid(ys.float(), xs.float(), indexing="ij")
     out = []
-    for g in guidance:
+    for g in dino_maps:
         b = g.shape[0]
         out.append(
             kornia.geometry.transform.remap(
@@ -127,24 +129,24 @@ def crop_guidance(
     return out
 
 
-def tiled_forward(
+def feathered_forward(
     fn: TileFn,
     x: torch.Tensor,
     tile: int,
     overlap: int,
     *,
-    guidance: list[torch.Tensor] | None = None,
+    dino_maps: list[torch.Tensor] | None = None,
     grid: GridFn | None = None,
     align: int = 8,
     feather: bool = True,
 ) -> torch.Tensor:
-    """Apply ``fn(tile, guidance_crop)`` tile by tile over ``x`` (B, C, H, W) and blend.
+    """Apply ``fn(tile, dino_maps_crop)`` tile by tile over ``x`` (B, C, H, W) and blend.
 
-    ``guidance`` maps (for the whole frame) are cropped per tile with :func:`crop_guidance`.
+    ``dino_maps`` (for the whole frame) are cropped per tile with :func:`crop_dino_maps`.
     Returns ``fn``'s output for the whole frame, (B, C_out, H, W) in float32.
 
     Example:
-        >>> y = tiled_forward(lambda t, g: t * 2, torch.rand(1, 3, 300, 500), 128, 16)
+        >>> y = feathered_forward(lambda t, g: t * 2, torch.rand(1, 3, 300, 500), 128, 16)
         >>> y.shape
         torch.Size([1, 3, 300, 500])
     """
@@ -155,13 +157,13 @@ def tiled_forward(
     overlap = min(overlap, (tile - 1) // 3)
     ys, xs = tile_spans(h, tile, overlap, align), tile_spans(w, tile, overlap, align)
     if len(ys) == 1 and len(xs) == 1:
-        return fn(x, guidance).float()
+        return fn(x, dino_maps).float()
     out = acc = None
     for iy, (y0, y1) in enumerate(ys):
         wy = feather_ramp(ys, iy, feather=feather).to(x.device)
         for ix, (x0, x1) in enumerate(xs):
             wx = feather_ramp(xs, ix, feather=feather).to(x.device)
-            crop = crop_guidance(guidance, (h, w), (y0, y1, x0, x1), grid)
+            crop = crop_dino_maps(dino_maps, (h, w), (y0, y1, x0, x1), grid)
             y = fn(x[..., y0:y1, x0:x1], crop).float()
             if out is None:
                 out = torch.zeros(x.shape[0], y.shape[1], h, w, device=x.device)
