@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import av
+import numpy as np
 import pytest
 import torch
 from typer.testing import CliRunner
@@ -190,3 +191,28 @@ def test_info_unknown_model_is_one_line_error(tmp_path):
     result = CliRunner().invoke(app, ["info", str(tmp_path / "nope.safetensors")])
     assert result.exit_code == 4
     assert result.output.count("vidllie: error:") == 1 and "not found" in result.output
+
+
+def test_grey_clip_in_grey_clip_out(tmp_path):
+    """An IR camera's clip (every pixel R = G = B) comes out exactly grey with the bundled model,
+    which on its own tints grey input (the decoded output is checked, after the encoder)."""
+    def grey_noise(i: int) -> np.ndarray:
+        rng = np.random.default_rng(i)
+        level = np.clip(rng.normal(14, 6, (72, 128, 1)), 0, 255).astype(np.uint8)  # dark, noisy
+        return np.repeat(level, 3, axis=2)
+
+    src = make_clip(tmp_path / "ir.mp4", width=128, height=72, frames=6, frame_fn=grey_noise)
+    with av.open(str(src)) as c:
+        assert all(_spread(f) == 0 for f in c.decode(video=0))  # the input really is grey
+    result = run(src, "-o", tmp_path / "out.mp4", "--model", "default", *FAST)
+    assert result.exit_code == 0, result.output
+    with av.open(str(tmp_path / "out.mp4")) as c:
+        frames = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+    assert len(frames) == 6
+    assert max(_spread(f) for f in frames) == 0
+    assert np.mean([f.mean() for f in frames]) > 14 + 5  # it was enhanced, not passed through
+
+
+def _spread(frame) -> int:
+    img = frame if isinstance(frame, np.ndarray) else frame.to_ndarray(format="rgb24")
+    return int((img.max(axis=2).astype(int) - img.min(axis=2)).max())

@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from vidllie.models.dino import load_dino
+from vidllie.ops.grey import keep_grey
 from vidllie.pipeline.device import (
     device_name,
     peak_device_memory,
@@ -183,7 +184,8 @@ class Enhancer:
             with timer.stage("model", n):
                 y = self.runner.infer(x, dino_maps)
             with timer.stage("smoothing", n):
-                return self.smoother(y.clamp_(0.0, 1.0), cuts)
+                # Grey in, grey out: an IR camera's frames (R = G = B) must not come out tinted.
+                return keep_grey(self.smoother(y.clamp_(0.0, 1.0), cuts), x)
 
     # ------------------------------------------------------------------ public API
     def enhance_frames(self, frames: Iterable[np.ndarray], *, reset: bool = True) -> Iterator[np.ndarray]:
