@@ -76,10 +76,11 @@ def test_config_round_trip_with_new_fields():
 
 
 def test_training_config_for_the_next_model_is_valid():
-    from vidllie.train.trainer import load_train_config
+    from vidllie.train.config import load_train_config
 
     cfg = load_train_config(Path(__file__).resolve().parents[1] / "configs" / "train" / "fast-nightlight.yaml")
-    d = DegradeConfig.from_dict(cfg["data"]["degradation"])
+    d = cfg.data.degradation
+    assert isinstance(d, DegradeConfig)
     assert 0 < d.light_prob < 1 and 0 < d.mono_prob < 1
 
 
