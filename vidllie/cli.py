@@ -119,10 +119,13 @@ def enhance(
     """Enhance videos; audio is copied unchanged, timestamps are kept."""
     with user_errors():
         from vidllie.pipeline.enhancer import Enhancer
-        from vidllie.pipeline.jobs import parse_time, plan_jobs
+        from vidllie.pipeline.interrupts import exit_code, signal_name, signals_interrupt
+        from vidllie.pipeline.jobs import check_output_file, parse_time, plan_jobs
 
         jobs = plan_jobs(inputs, output)
         t0, t1 = parse_time(start), parse_time(end)
+        if stats_json is not None:
+            check_output_file(stats_json, "--stats-json")  # before the run, not after it
         try:
             enhancer = Enhancer(
                 model, dino=dino, device=device, precision=precision, batch_size=batch_size,
@@ -138,10 +141,15 @@ def enhance(
             try:
                 if job.dst.exists() and not yes:
                     raise OutputError(f"{job.dst} exists; pass -y to overwrite")
-                stats = enhancer.enhance_video(
-                    job.src, job.dst, start=t0, end=t1, codec=codec, crf=crf, preset=preset,
-                    pix_fmt=pix_fmt, audio=not no_audio, overwrite=yes, progress=progress,
-                )
+                with signals_interrupt():  # SIGTERM/SIGHUP abort like Ctrl-C: no temp file left
+                    stats = enhancer.enhance_video(
+                        job.src, job.dst, start=t0, end=t1, codec=codec, crf=crf, preset=preset,
+                        pix_fmt=pix_fmt, audio=not no_audio, overwrite=yes, progress=progress,
+                    )
+            except KeyboardInterrupt as err:
+                progress.close()  # end the bar's line first: the message gets its own line
+                _say(f"vidllie: interrupted ({signal_name(err)}); nothing was written to {job.dst}")
+                raise typer.Exit(exit_code(err)) from None
             except VidllieError as err:
                 progress.close()
                 if len(jobs) == 1:
