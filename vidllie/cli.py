@@ -100,7 +100,7 @@ def enhance(
     batch_size: int = typer.Option(4, "--batch-size", min=1, help="Frames per model call."),
     tile: Optional[int] = typer.Option(None, "--tile", min=0, help="Tile size in pixels (0 = never tile; default: automatic by device memory). Tiling is exact: the model runs in chunks of this size with frame-wide attention, same output as untiled, less memory."),
     tile_overlap: int = typer.Option(32, "--tile-overlap", min=0, help="Overlap of independent feathered tiles, pixels (only the out-of-memory last resort uses them)."),
-    codec: str = typer.Option("libx264", "--codec", help="Video encoder (libx264, libx265, ffv1, ...)."),
+    codec: Optional[str] = typer.Option(None, "--codec", help="Video encoder (libx264, libx265, libvpx-vp9, libsvtav1, ffv1, ...). Default: libx264; VP9 for .webm."),
     crf: int = typer.Option(18, "--crf", help="Quality for x264/x265 (lower = better)."),
     preset: str = typer.Option("medium", "--preset", help="x264/x265 speed preset."),
     pix_fmt: Optional[str] = typer.Option(None, "--pix-fmt", help="Output pixel format (default yuv420p; yuv420p10le for 10-bit)."),

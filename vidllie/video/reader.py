@@ -251,7 +251,8 @@ class VideoReader:
             pix_fmt=first.format.name, bit_depth=first.format.components[0].bits,
             colorspace=int(space), color_primaries=int(cc.color_primaries or first.color_primaries),
             color_trc=int(trc), color_range=int(rng), matrix=matrix_name,
-            hdr=hdr, container=c.format.name, passthrough=tuple(self._pass.values()))
+            hdr=hdr, container=c.format.name, passthrough=tuple(self._pass.values()),
+            timecode=_timecode(c, vs))
 
     def _duration(self, vs, stream_start: float) -> float | None:
         if vs.duration:
@@ -551,6 +552,15 @@ class VideoReader:
         except Exception:
             pass
 
+
+
+def _timecode(c, vs) -> str | None:
+    """The start timecode: a MOV/MP4 tmcd track, or a tag on the video stream or container."""
+    for tags in [*(s.metadata for s in c.streams.data), vs.metadata, c.metadata]:
+        tc = tags.get("timecode") or tags.get("TIMECODE")  # MKV tags are upper case
+        if tc:
+            return str(tc)
+    return None
 
 
 def _undiscard(pkt: av.Packet) -> av.Packet:
