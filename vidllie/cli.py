@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import sys
+import threading
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -105,7 +106,10 @@ def enhance(
     preset: str = typer.Option("medium", "--preset", help="x264/x265 speed preset."),
     pix_fmt: Optional[str] = typer.Option(None, "--pix-fmt", help="Output pixel format (default yuv420p; yuv420p10le for 10-bit)."),
     start: Optional[str] = typer.Option(None, "--start", help="Start time: seconds or [hh:]mm:ss."),
-    end: Optional[str] = typer.Option(None, "--end", help="End time: seconds or [hh:]mm:ss."),
+    end: Optional[str] = typer.Option(None, "--end", help="End time: seconds or [hh:]mm:ss (streams: counted from the first frame)."),
+    duration: Optional[str] = typer.Option(None, "--duration", help="Length to process from --start (seconds or [hh:]mm:ss); a live stream stops by itself after it."),
+    segment: Optional[float] = typer.Option(None, "--segment", min=1.0, help="Write rolling files of this many seconds, each complete, named <stem>_YYYYmmdd-HHMMSS.<ext> by start time (cameras)."),
+    reconnect: int = typer.Option(5, "--reconnect", min=0, help="Reopen a dropped live stream up to this many times in a row (0 = never)."),
     no_audio: bool = typer.Option(False, "--no-audio", help="Leave the audio out."),
     temporal: float = typer.Option(0.8, "--temporal", min=0.0, max=1.0, help="Temporal smoothing strength, 0 = off."),
     dino_cache: bool = typer.Option(True, "--dino-cache/--no-dino-cache", help="Reuse DINO features across similar frames."),
@@ -119,11 +123,19 @@ def enhance(
     """Enhance videos; audio is copied unchanged, timestamps are kept."""
     with user_errors():
         from vidllie.pipeline.enhancer import Enhancer
-        from vidllie.pipeline.interrupts import exit_code, signal_name, signals_interrupt
-        from vidllie.pipeline.jobs import check_output_file, parse_time, plan_jobs
+        from vidllie.pipeline.interrupts import Interrupted, exit_code, signal_name, signals_finish, signals_interrupt
+        from vidllie.pipeline.jobs import check_output_file, is_url, parse_time, plan_jobs
+        from vidllie.pipeline.live import enhance_live
 
         jobs = plan_jobs(inputs, output)
         t0, t1 = parse_time(start), parse_time(end)
+        length = parse_time(duration)
+        if length is not None:
+            if t1 is not None:
+                raise typer.BadParameter("give --end or --duration, not both")
+            if length <= 0:
+                raise typer.BadParameter("--duration must be > 0")
+            t1 = (t0 or 0.0) + length
         if stats_json is not None:
             check_output_file(stats_json, "--stats-json")  # before the run, not after it
         try:
@@ -138,17 +150,34 @@ def enhance(
         runs, failed = [], 0
         for job in jobs:
             progress = _Progress(Path(job.src).name, quiet)
+            live = is_url(job.src) or segment is not None
+            stop = threading.Event()
             try:
-                if job.dst.exists() and not yes:
+                if job.dst.exists() and not yes and segment is None:
                     raise OutputError(f"{job.dst} exists; pass -y to overwrite")
-                with signals_interrupt():  # SIGTERM/SIGHUP abort like Ctrl-C: no temp file left
-                    stats = enhancer.enhance_video(
-                        job.src, job.dst, start=t0, end=t1, codec=codec, crf=crf, preset=preset,
-                        pix_fmt=pix_fmt, audio=not no_audio, overwrite=yes, progress=progress,
-                    )
+                if live:
+                    # Streams: the first stop signal finishes the output; files: abort (nothing).
+                    guard = signals_finish(stop) if is_url(job.src) else signals_interrupt()
+                    with guard:
+                        stats = enhance_live(
+                            enhancer, job.src, job.dst, start=t0, end=t1, segment=segment,
+                            stop=stop, reconnect=reconnect, codec=codec, crf=crf, preset=preset,
+                            pix_fmt=pix_fmt, audio=not no_audio, overwrite=yes, progress=progress,
+                        )
+                    if stop.is_set():
+                        progress.close()
+                        _say(f"vidllie: stopped ({signal_name(Interrupted(stop.signum))}); "
+                             f"output finished")
+                else:
+                    with signals_interrupt():  # SIGTERM/SIGHUP abort like Ctrl-C: no temp file left
+                        stats = enhancer.enhance_video(
+                            job.src, job.dst, start=t0, end=t1, codec=codec, crf=crf, preset=preset,
+                            pix_fmt=pix_fmt, audio=not no_audio, overwrite=yes, progress=progress,
+                        )
             except KeyboardInterrupt as err:
                 progress.close()  # end the bar's line first: the message gets its own line
-                _say(f"vidllie: interrupted ({signal_name(err)}); nothing was written to {job.dst}")
+                what = "finished segments are kept" if segment is not None else f"nothing was written to {job.dst}"
+                _say(f"vidllie: interrupted ({signal_name(err)}); {what}")
                 raise typer.Exit(exit_code(err)) from None
             except VidllieError as err:
                 progress.close()
@@ -162,7 +191,8 @@ def enhance(
             if not quiet:
                 cache = stats["dino_cache"]
                 hit = f", DINO cache {100 * cache['hit_rate']:.0f}% reused" if cache and cache["hit_rate"] is not None else ""
-                _say(f"{job.dst}: {stats['frames']} frames, {stats['fps']:.2f} fps{hit}")
+                where = job.dst if segment is None else f"{len(stats['live']['segments'])} segment(s) {job.dst.stem}_*{job.dst.suffix}"
+                _say(f"{where}: {stats['frames']} frames, {stats['fps']:.2f} fps{hit}")
         if stats_json is not None and runs:
             _write_json(stats_json, runs[0] if len(jobs) == 1 else {"runs": runs})
         if failed:
