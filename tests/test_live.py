@@ -20,8 +20,6 @@ import pytest
 
 from media import make_clip, video_times
 
-imageio_ffmpeg = pytest.importorskip("imageio_ffmpeg")
-
 REPO = Path(__file__).resolve().parents[1]
 FPS = 25
 
@@ -54,6 +52,7 @@ class LoopServer:
         self.proc = None
 
     def start(self) -> "LoopServer":
+        imageio_ffmpeg = pytest.importorskip("imageio_ffmpeg")  # the test extra
         self.proc = subprocess.Popen(
             [imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-re",
              "-stream_loop", "-1", "-i", str(self.clip), "-c", "copy", "-f", "mpegts",
@@ -188,3 +187,22 @@ def test_stop_signal_finishes_a_valid_live_file(sig, server, micro_path, tmp_pat
     times, samples = decoded(dst)
     assert len(times) >= FPS and samples > 0 and "Traceback" not in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cam.mp4"]
+
+
+def test_segments_of_a_file_hold_every_frame_and_the_audio(micro_path, tmp_path):
+    from typer.testing import CliRunner
+
+    from media import audio_packets
+    from vidllie.cli import app
+
+    src = make_clip(tmp_path / "rec.mkv", width=64, height=48, frames=3 * FPS + 5, fps=FPS)
+    (tmp_path / "out").mkdir()
+    r = CliRunner().invoke(app, ["enhance", str(src), "-o", str(tmp_path / "out" / "rec.mkv"),
+                                 "--segment", "1", "--model", str(micro_path), "--threads", "1",
+                                 "--preset", "ultrafast"])
+    assert r.exit_code == 0, r.output
+    files = sorted((tmp_path / "out").glob("rec_*.mkv"))
+    assert [len(video_times(p)) for p in files] == [FPS, FPS, FPS, 5]
+    got = [p for f in files for p in audio_packets(f)[0]]
+    assert got == audio_packets(src)[0]  # every audio packet, each in one segment, unchanged
+    assert "4 segment(s)" in r.stderr

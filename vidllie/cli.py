@@ -32,7 +32,10 @@ app = typer.Typer(
 
 
 def _say(message: str) -> None:
-    typer.echo(message, err=True)
+    try:
+        typer.echo(message, err=True)
+    except OSError:  # stderr gone (terminal closed: SIGHUP); the work goes on regardless
+        pass
 
 
 @contextlib.contextmanager
@@ -82,11 +85,18 @@ class _Progress:
             from tqdm import tqdm
 
             self.bar = tqdm(total=total, desc=self.name, unit="frame", dynamic_ncols=True, file=sys.stderr)
-        self.bar.update(done - self.bar.n)
+        try:
+            self.bar.update(done - self.bar.n)
+        except OSError:  # stderr gone (closed terminal): never let the bar stop a recording
+            self.quiet = True
 
     def close(self) -> None:
         if self.bar is not None:
-            self.bar.close()
+            try:
+                self.bar.close()
+            except OSError:
+                pass
+            self.bar = None
 
 
 @app.command()

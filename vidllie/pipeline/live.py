@@ -63,7 +63,7 @@ def enhance_live(
                         reconnect_wait=reconnect_wait, audio=audio)
     try:
         info = source.info
-        offset = source.first_time + (start or 0.0)  # the output starts at 0
+        offset = source.origin  # stream time of the output's 0
         options = dict(codec=codec, crf=crf, preset=preset, pix_fmt=pix_fmt, audio=audio,
                        overwrite=overwrite)
         if segment:

@@ -56,9 +56,14 @@ class LiveSource:
         self.stop = stop or threading.Event()
         self.reconnect, self.reconnect_wait = max(0, reconnect), reconnect_wait
         self._options, self._audio = options, audio
-        self.reader = VideoReader(self.source, options=options, passthrough=audio)
+        self._seekable = not is_url(self.source)
+        if self._seekable:  # a file: the reader seeks to the window itself
+            self.reader = VideoReader(self.source, start=start, end=end, passthrough=audio)
+            self.start, self.end = 0.0, None
+        else:
+            self.reader = VideoReader(self.source, options=options, passthrough=audio)
         self.info = self.reader.info
-        self.endless = is_endless(self.info)
+        self.endless = not self._seekable and is_endless(self.info)
         self.reconnects = 0
         self.gaps: list[float] = []  # seconds missing at each reconnect
         self.frames = 0
@@ -66,8 +71,13 @@ class LiveSource:
 
     @property
     def first_time(self) -> float:
-        """Stream time (s) of the first frame: output times count from here."""
+        """Stream time (s) of the first frame received (of the window, for a file)."""
         return self.info.start_time
+
+    @property
+    def origin(self) -> float:
+        """Stream time (s) that becomes 0 in the output: the first frame + ``start``."""
+        return self.first_time + self.start
 
     def _reopen(self) -> bool:
         size = (self.info.width, self.info.height)
@@ -75,11 +85,15 @@ class LiveSource:
             if self.stop.wait(self.reconnect_wait):
                 return False
             try:
-                self.reader = VideoReader(self.source, options=self._options,
-                                          passthrough=self._audio, size=size)
+                new = VideoReader(self.source, options=self._options, passthrough=self._audio,
+                                  size=size)
             except InputError as err:
                 warn(f"{self.source}: reconnect {attempt}/{self.reconnect} failed ({err})")
                 continue
+            # The old reader stays open until now: its streams are the audio templates of any
+            # segment the encoder opens meanwhile.
+            old, self.reader, self.info = self.reader, new, replace(new.info, source=self.source)
+            old.close()
             self.reconnects += 1
             return True
         warn(f"{self.source}: the stream is gone after {self.reconnect} reconnect attempts; "
@@ -89,7 +103,7 @@ class LiveSource:
     def stream(self) -> Iterator[Frame | PassthroughPacket]:
         """Items in demux order with continuous times (a single pass)."""
         first = self.first_time
-        lo = first + self.start
+        lo = self.origin
         hi = first + self.end if self.end is not None else None
         offset = 0.0  # seconds added to the current connection's times
         last_time = None  # output-continuous time of the last frame
@@ -126,13 +140,15 @@ class LiveSource:
                             if joined:
                                 continue  # audio before the new connection's first frame
                             t = item.time + offset if item.time is not None else None
-                            if t is not None and (t < lo - 1e-6 or (hi is not None and t >= hi - 1e-6)):
+                            # Audio just before the first frame (encoder priming) is kept,
+                            # as for files; with a start, the window cuts it.
+                            early = self.start > 0 and t is not None and t < lo - 1e-6
+                            if early or (t is not None and hi is not None and t >= hi - 1e-6):
                                 continue
                             _shift_packet(item, offset)
                             yield replace(item, time=t)
                 finally:
-                    it.close()
-                    self.reader.close()
+                    it.close()  # the reader stays open for the writer's templates: see close()
                 if self.stop.is_set():
                     self.stopped_by = "stop"
                     return
@@ -140,10 +156,12 @@ class LiveSource:
                     self.stopped_by = "input"
                     return
                 joined = last_time is not None
-        finally:
+        except BaseException:
             self.reader.close()
+            raise
 
     def close(self) -> None:
+        """Close the input (after the writer is finished)."""
         self.reader.close()
 
 
