@@ -206,3 +206,17 @@ def test_segments_of_a_file_hold_every_frame_and_the_audio(micro_path, tmp_path)
     got = [p for f in files for p in audio_packets(f)[0]]
     assert got == audio_packets(src)[0]  # every audio packet, each in one segment, unchanged
     assert "4 segment(s)" in r.stderr
+
+
+def test_duration_on_a_file_trims_from_start(micro_path, tmp_path):
+    from typer.testing import CliRunner
+
+    from vidllie.cli import app
+
+    src = make_clip(tmp_path / "f.mp4", width=64, height=48, frames=2 * FPS, fps=FPS)
+    r = CliRunner().invoke(app, ["enhance", str(src), "--start", "0.4", "--duration", "1",
+                                 "--model", str(micro_path), "--threads", "1", "--preset", "ultrafast"])
+    assert r.exit_code == 0, r.output
+    assert len(video_times(tmp_path / "f_enhanced.mp4")) == FPS
+    r = CliRunner().invoke(app, ["enhance", str(src), "--end", "1", "--duration", "1", "-y"])
+    assert r.exit_code != 0 and "not both" in r.output

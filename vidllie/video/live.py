@@ -153,7 +153,7 @@ class LiveSource:
                     self.stopped_by = "stop"
                     return
                 if not self.endless or not self._reopen():
-                    self.stopped_by = "input"
+                    self.stopped_by = "stop" if self.stop.is_set() else "input"
                     return
                 joined = last_time is not None
         except BaseException:
