@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import sys
+import threading
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -32,7 +33,10 @@ app = typer.Typer(
 
 
 def _say(message: str) -> None:
-    typer.echo(message, err=True)
+    try:
+        typer.echo(message, err=True)
+    except OSError:  # stderr gone (terminal closed: SIGHUP); the work goes on regardless
+        pass
 
 
 @contextlib.contextmanager
@@ -82,11 +86,18 @@ class _Progress:
             from tqdm import tqdm
 
             self.bar = tqdm(total=total, desc=self.name, unit="frame", dynamic_ncols=True, file=sys.stderr)
-        self.bar.update(done - self.bar.n)
+        try:
+            self.bar.update(done - self.bar.n)
+        except OSError:  # stderr gone (closed terminal): never let the bar stop a recording
+            self.quiet = True
 
     def close(self) -> None:
         if self.bar is not None:
-            self.bar.close()
+            try:
+                self.bar.close()
+            except OSError:
+                pass
+            self.bar = None
 
 
 @app.command()
@@ -101,12 +112,15 @@ def enhance(
     batch_size: int = typer.Option(ENHANCE.batch_size, "--batch-size", min=1, help="Frames per model call."),
     chunk: Optional[int] = typer.Option(ENHANCE.chunk, "--chunk", "--tile", min=0, help="Exact chunk size in pixels (0 = never; default: automatic by device memory): the model runs in chunks of this size with frame-wide attention, same output as whole frames, less memory. --tile is an old name."),
     tile_overlap: int = typer.Option(ENHANCE.tile_overlap, "--tile-overlap", min=0, help="Overlap of independent feathered tiles, pixels (only the out-of-memory last resort uses them)."),
-    codec: str = typer.Option("libx264", "--codec", help="Video encoder (libx264, libx265, ffv1, ...)."),
+    codec: Optional[str] = typer.Option(None, "--codec", help="Video encoder (libx264, libx265, libvpx-vp9, libsvtav1, ffv1, ...). Default: libx264; VP9 for .webm."),
     crf: int = typer.Option(18, "--crf", help="Quality for x264/x265 (lower = better)."),
     preset: str = typer.Option("medium", "--preset", help="x264/x265 speed preset."),
     pix_fmt: Optional[str] = typer.Option(None, "--pix-fmt", help="Output pixel format (default yuv420p; yuv420p10le for 10-bit)."),
     start: Optional[str] = typer.Option(None, "--start", help="Start time: seconds or [hh:]mm:ss."),
-    end: Optional[str] = typer.Option(None, "--end", help="End time: seconds or [hh:]mm:ss."),
+    end: Optional[str] = typer.Option(None, "--end", help="End time: seconds or [hh:]mm:ss (streams: counted from the first frame)."),
+    duration: Optional[str] = typer.Option(None, "--duration", help="Length to process from --start (seconds or [hh:]mm:ss); a live stream stops by itself after it."),
+    segment: Optional[float] = typer.Option(None, "--segment", min=1.0, help="Write rolling files of this many seconds, each complete, named <stem>_YYYYmmdd-HHMMSS.<ext> by start time (cameras)."),
+    reconnect: int = typer.Option(5, "--reconnect", min=0, help="Reopen a dropped live stream up to this many times in a row (0 = never)."),
     no_audio: bool = typer.Option(False, "--no-audio", help="Leave the audio out."),
     temporal: float = typer.Option(ENHANCE.temporal, "--temporal", min=0.0, max=1.0, help="Temporal smoothing strength, 0 = off."),
     dino_cache: bool = typer.Option(ENHANCE.dino_cache, "--dino-cache/--no-dino-cache", help="Reuse DINO features across similar frames."),
@@ -120,10 +134,21 @@ def enhance(
     """Enhance videos; audio is copied unchanged, timestamps are kept."""
     with user_errors():
         from vidllie.pipeline.enhancer import Enhancer
-        from vidllie.pipeline.jobs import parse_time, plan_jobs
+        from vidllie.pipeline.interrupts import Interrupted, exit_code, signal_name, signals_finish, signals_interrupt
+        from vidllie.pipeline.jobs import check_output_file, is_url, parse_time, plan_jobs
+        from vidllie.pipeline.live import enhance_live
 
         jobs = plan_jobs(inputs, output)
         t0, t1 = parse_time(start), parse_time(end)
+        length = parse_time(duration)
+        if length is not None:
+            if t1 is not None:
+                raise typer.BadParameter("give --end or --duration, not both")
+            if length <= 0:
+                raise typer.BadParameter("--duration must be > 0")
+            t1 = (t0 or 0.0) + length
+        if stats_json is not None:
+            check_output_file(stats_json, "--stats-json")  # before the run, not after it
         try:
             enhancer = Enhancer(
                 model, dino=dino, device=device, precision=precision, batch_size=batch_size,
@@ -136,13 +161,35 @@ def enhance(
         runs, failed = [], 0
         for job in jobs:
             progress = _Progress(Path(job.src).name, quiet)
+            live = is_url(job.src) or segment is not None
+            stop = threading.Event()
             try:
-                if job.dst.exists() and not yes:
+                if job.dst.exists() and not yes and segment is None:
                     raise OutputError(f"{job.dst} exists; pass -y to overwrite")
-                stats = enhancer.enhance_video(
-                    job.src, job.dst, start=t0, end=t1, codec=codec, crf=crf, preset=preset,
-                    pix_fmt=pix_fmt, audio=not no_audio, overwrite=yes, progress=progress,
-                )
+                if live:
+                    # Streams: the first stop signal finishes the output; files: abort (nothing).
+                    guard = signals_finish(stop) if is_url(job.src) else signals_interrupt()
+                    with guard:
+                        stats = enhance_live(
+                            enhancer, job.src, job.dst, start=t0, end=t1, segment=segment,
+                            stop=stop, reconnect=reconnect, codec=codec, crf=crf, preset=preset,
+                            pix_fmt=pix_fmt, audio=not no_audio, overwrite=yes, progress=progress,
+                        )
+                    if stop.is_set():
+                        progress.close()
+                        _say(f"vidllie: stopped ({signal_name(Interrupted(stop.signum))}); "
+                             f"output finished")
+                else:
+                    with signals_interrupt():  # SIGTERM/SIGHUP abort like Ctrl-C: no temp file left
+                        stats = enhancer.enhance_video(
+                            job.src, job.dst, start=t0, end=t1, codec=codec, crf=crf, preset=preset,
+                            pix_fmt=pix_fmt, audio=not no_audio, overwrite=yes, progress=progress,
+                        )
+            except KeyboardInterrupt as err:
+                progress.close()  # end the bar's line first: the message gets its own line
+                what = "finished segments are kept" if segment is not None else f"nothing was written to {job.dst}"
+                _say(f"vidllie: interrupted ({signal_name(err)}); {what}")
+                raise typer.Exit(exit_code(err)) from None
             except VidllieError as err:
                 progress.close()
                 if len(jobs) == 1:
@@ -155,7 +202,8 @@ def enhance(
             if not quiet:
                 cache = stats["dino_cache"]
                 hit = f", DINO cache {100 * cache['hit_rate']:.0f}% reused" if cache and cache["hit_rate"] is not None else ""
-                _say(f"{job.dst}: {stats['frames']} frames, {stats['fps']:.2f} fps{hit}")
+                where = job.dst if segment is None else f"{len(stats['live']['segments'])} segment(s) {job.dst.stem}_*{job.dst.suffix}"
+                _say(f"{where}: {stats['frames']} frames, {stats['fps']:.2f} fps{hit}")
         if stats_json is not None and runs:
             _write_json(stats_json, runs[0] if len(jobs) == 1 else {"runs": runs})
         if failed:

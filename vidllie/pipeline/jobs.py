@@ -119,3 +119,22 @@ def parse_time(text: str | None) -> float | None:
     if value < 0 or value != value:
         raise InputError(f"time must be >= 0 seconds, got {text!r}")
     return value
+
+
+def check_output_file(path: str | os.PathLike, what: str) -> Path:
+    """Fail now, before a long run, if ``path`` cannot be written later (``what`` names it).
+
+    >>> check_output_file("/no/such/folder/stats.json", "--stats-json")  # doctest: +SKIP
+    OutputError: --stats-json /no/such/folder/stats.json: folder /no/such/folder does not exist
+    """
+    p = Path(path).expanduser()
+    if p.is_dir():
+        raise OutputError(f"{what} {p}: is a folder, give a file name")
+    parent = p.parent
+    if not parent.is_dir():
+        raise OutputError(f"{what} {p}: folder {parent} does not exist")
+    if p.exists() and not os.access(p, os.W_OK):
+        raise OutputError(f"{what} {p}: file is not writable")
+    if not p.exists() and not os.access(parent, os.W_OK | os.X_OK):
+        raise OutputError(f"{what} {p}: folder {parent} is not writable")
+    return p

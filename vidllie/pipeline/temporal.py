@@ -57,7 +57,14 @@ def motion_weight(
     if current.shape != previous.shape or current.ndim != 4 or current.shape[1] != 3:
         raise ValueError(f"need two (B, 3, H, W) tensors of one shape, got {tuple(current.shape)} and {tuple(previous.shape)}")
     k = 2 * int(3 * sigma + 0.5) + 1
-    diff = kornia.filters.gaussian_blur2d(luma(current) - luma(previous), (k, k), (sigma, sigma)).abs()
+    # Reflect padding needs the half kernel below the frame size: frames under 7 px (thumbnails,
+    # tests) get a shorter kernel along that axis (same sigma, truncated tails).
+    h, w = current.shape[-2:]
+    kh, kw = min(k, 2 * (h - 1) + 1), min(k, 2 * (w - 1) + 1)
+    diff = luma(current) - luma(previous)
+    if kh > 1 or kw > 1:
+        diff = kornia.filters.gaussian_blur2d(diff, (kh, kw), (sigma, sigma))
+    diff = diff.abs()
     moving = ((diff - low) / (high - low)).clamp(0.0, 1.0)
     return max_weight * (1.0 - moving)
 

@@ -28,7 +28,7 @@ def enhance_video_file(
     *,
     start: float | None = None,
     end: float | None = None,
-    codec: str = "libx264",
+    codec: str | None = None,
     crf: int | None = 18,
     preset: str | None = "medium",
     pix_fmt: str | None = None,
@@ -86,7 +86,7 @@ def enhance_video_file(
         video={
             "width": info.width, "height": info.height,
             "fps": float(info.fps) if info.fps else None, "vfr": info.vfr,
-            "bit_depth": info.bit_depth, "codec": codec, "pix_fmt": writer.pix_fmt,
+            "bit_depth": info.bit_depth, "codec": writer.codec, "pix_fmt": writer.pix_fmt,
             "crf": crf, "preset": preset, "start": start, "end": end,
             "passthrough_packets": counts.packets, "audio": audio,
         },

@@ -61,6 +61,7 @@ class VideoInfo:
     hdr: str | None  # "PQ" | "HLG" | None
     container: str
     passthrough: tuple[StreamInfo, ...] = ()
+    timecode: str | None = None  # SMPTE start timecode (MOV tmcd track / tag), e.g. "01:00:00:00"
 
     @property
     def audio(self) -> tuple[StreamInfo, ...]:

@@ -40,7 +40,12 @@ _INTERP_16 = Interpolation.BILINEAR | Interpolation.ACCURATE_RND
 # VFR probe: look at up to this many video packets (or seconds) after the first frame.
 _PROBE_PACKETS = 120
 _PROBE_SECONDS = 4.0
+_PROBE_SECONDS_LIVE = 1.0
 _PROBE_BYTES = 32 << 20
+# A video dts going back by more than this is a discontinuity (concatenated segments, a camera
+# restart): the stream is shifted to continue where it was. Smaller steps back are broken
+# timestamps, handled per frame.
+_JUMP_BACK = 0.1
 
 
 def is_url(source: str) -> bool:
@@ -114,13 +119,20 @@ class VideoReader:
     (then code values are passed through untouched, with a warning: no tone mapping).
     ``max_frames`` stops after that many frames (benchmarks, previews); passthrough packets stop
     at the same time.
+    Every frame comes out at one size: the first frame's, or ``size`` (width, height) when given
+    (a reconnected live stream keeps the size of the first connection); frames of another size
+    (a mid-stream resolution change) are scaled to it, with a warning.
+    Video timestamps that jump back (joined segments) are shifted to follow on; repeated or
+    backward frame times are replaced by the previous one plus a frame period, with a warning.
     """
 
     def __init__(self, source: str | os.PathLike, *, start: float | None = None,
                  end: float | None = None, threads: str | int = "AUTO",
                  options: dict[str, str] | None = None, allow_hdr: bool = False,
-                 passthrough: bool = True, max_frames: int | None = None) -> None:
+                 passthrough: bool = True, max_frames: int | None = None,
+                 size: tuple[int, int] | None = None) -> None:
         self.source = os.fspath(source)
+        self._want_size = size
         if max_frames is not None and max_frames < 1:
             raise InputError(f"max_frames must be >= 1 (got {max_frames})")
         self._max_frames = max_frames
@@ -206,7 +218,14 @@ class VideoReader:
         self._video_done = False
         self._pass_done: set[int] = set()
         self._last_time: float | None = None
+        self._shift: dict[int, int] = {}  # per stream: ticks added after a discontinuity
+        self._last_dts: dict[int, tuple[int, int]] = {}  # per stream: (dts, duration) seen last
+        self._jumps = 0
+        self._synthesized = 0
+        self._rescaled = 0
         first = self._preroll()
+        # Every frame comes out at the first size (or the one asked for).
+        self._size = tuple(self._want_size) if self._want_size else (first.width, first.height)
 
         trc = cc.color_trc if cc.color_trc != 2 else first.color_trc
         hdr = _HDR_TRC.get(trc)
@@ -244,14 +263,15 @@ class VideoReader:
             hi = min(end, duration) if end is not None else duration
             duration = max(0.0, hi - lo)
         self.info = VideoInfo(
-            source=self.source, width=first.width, height=first.height, fps=fps, vfr=vfr,
+            source=self.source, width=self._size[0], height=self._size[1], fps=fps, vfr=vfr,
             time_base=self._tb, frame_count=frame_count, duration=duration,
             start_time=self._win_start if self._win_start is not None else self._first_time,
             rotation=int(round(first.rotation or 0)) % 360, codec=cc.codec.canonical_name,
             pix_fmt=first.format.name, bit_depth=first.format.components[0].bits,
             colorspace=int(space), color_primaries=int(cc.color_primaries or first.color_primaries),
             color_trc=int(trc), color_range=int(rng), matrix=matrix_name,
-            hdr=hdr, container=c.format.name, passthrough=tuple(self._pass.values()))
+            hdr=hdr, container=c.format.name, passthrough=tuple(self._pass.values()),
+            timecode=_timecode(c, vs))
 
     def _duration(self, vs, stream_start: float) -> float | None:
         if vs.duration:
@@ -300,7 +320,38 @@ class VideoReader:
                 self._corrupt += 1
             if pkt.is_discard and pkt.stream_index == self._vs.index:
                 pkt = _undiscard(pkt)
+            self._continue_timestamps(pkt)
             return pkt
+
+    def _continue_timestamps(self, pkt) -> None:
+        """Shift a stream whose dts jumps back (discontinuity) so it continues where it was.
+
+        Audio/subtitles: any step back (a muxer refuses non-increasing dts). Video: a step back
+        of more than ``_JUMP_BACK`` s (smaller ones are repaired per frame in ``_frame``).
+        """
+        idx = pkt.stream_index
+        shift = self._shift.get(idx, 0)
+        if shift:
+            if pkt.pts is not None:
+                pkt.pts += shift
+            if pkt.dts is not None:
+                pkt.dts += shift
+        if pkt.dts is None or not pkt.time_base:
+            return
+        last = self._last_dts.get(idx)
+        if last is not None:
+            back = last[0] - pkt.dts
+            video = idx == self._vs.index
+            limit = round(_JUMP_BACK / pkt.time_base) if video else -1
+            if back > limit:
+                step = last[1] or (round(1 / (self._guess_fps() * pkt.time_base)) if video else 1)
+                extra = back + step
+                self._shift[idx] = shift + extra
+                self._jumps += video
+                if pkt.pts is not None:
+                    pkt.pts += extra
+                pkt.dts += extra
+        self._last_dts[idx] = (pkt.dts, pkt.duration or 0)
 
     def _decode(self, pkt) -> list:
         self._flushed = pkt is None
@@ -390,22 +441,36 @@ class VideoReader:
                     self._probe_pts.append(pkt.pts)
                 seen += 1
                 size += pkt.size
-                if pkt.pts is not None and float(pkt.pts * self._tb) > self._first_time + _PROBE_SECONDS:
+                # A live stream delivers in real time: probe 1 s there, not the first frame late.
+                probe_s = _PROBE_SECONDS_LIVE if is_url(self.source) else _PROBE_SECONDS
+                if pkt.pts is not None and float(pkt.pts * self._tb) > self._first_time + probe_s:
                     break
             elif pkt.stream_index in self._pass:
                 self._events.append(("pass", pkt))
         return first
 
     def _frame(self, f) -> Frame:
+        size = {}
+        if (f.width, f.height) != self._size:
+            # A mid-stream resolution change (camera switch, concatenated segments): one output
+            # keeps one size, so the frame is scaled to the first size (aspect as the input).
+            size = {"width": self._size[0], "height": self._size[1]}
+            if not self._rescaled:
+                warn(f"{self.source}: resolution changed from {self._size[0]}x{self._size[1]} "
+                     f"to {f.width}x{f.height} at {float(f.pts * self._tb):.3f} s; frames are "
+                     f"scaled to {self._size[0]}x{self._size[1]} (one output keeps one size)")
+            self._rescaled += 1
         image = f.to_ndarray(
+            **size,
             format="rgb48le" if self._deep else "rgb24",
             src_colorspace=None if self._rgb_src else self._matrix,
             src_color_range=None if self._rgb_src else self._src_range,
             dst_color_range=ColorRange.JPEG,
             interpolation=_INTERP_16 if self._deep else _INTERP_8)  # (H, W, 3)
         if self._last_pts is not None and f.pts <= self._last_pts:
-            # Broken/duplicate timestamps: keep the frame, nudge its pts to stay monotonic.
-            f.pts = self._last_pts + 1
+            # Broken/duplicate timestamps (DVR exports): keep the frame one frame period later.
+            f.pts = self._last_pts + max(1, round(1 / (self._guess_fps() * self._tb)))
+            self._synthesized += 1
         self._last_pts = f.pts
         out = Frame(image=image, pts=int(f.pts), time_base=self._tb,
                     time=float(f.pts * self._tb), index=self._index)
@@ -473,6 +538,13 @@ class VideoReader:
 
     def _report_end(self) -> None:
         """Warn (never fail) when the input stopped early: cut stream, corrupt packets."""
+        if self._synthesized:
+            warn(f"{self.source}: {self._synthesized} frame(s) had repeated or backward "
+                 f"timestamps; their times were synthesized from the frame rate "
+                 f"({self._guess_fps():g} fps)")
+        if self._jumps:
+            warn(f"{self.source}: the timestamps jump back {self._jumps} time(s) (joined "
+                 "segments or a restarted source); the later parts follow on without a gap")
         if self._decode_errors:
             warn(f"{self.source}: {self._decode_errors} video packet(s) could not be decoded "
                  f"({self._decode_error_msg}); their frames are missing from the output")
@@ -499,9 +571,11 @@ class VideoReader:
         frame_dur = 1 / float(info.fps) if info.fps else 0.04
         short_time = expected_end is not None and last + frame_dur < expected_end - max(
             0.5, 3 * frame_dur)
-        short_count = (info.frame_count is not None and self._index < info.frame_count
+        # Frames lost to decode errors are already reported: they do not make the file "cut".
+        got = self._index + self._decode_errors
+        short_count = (info.frame_count is not None and got < info.frame_count
                        and not self._trimmed)
-        if short_time or (short_count and self._index < info.frame_count - 1):
+        if short_time or (short_count and got < info.frame_count - 1):
             said = (f"{info.frame_count} frames" if short_count else f"{expected_end:.3f} s")
             warn(f"{self.source}: input ends early after {self._index} frames at {last:.3f} s "
                  f"(the container says {said}): it looks cut; processed up to the cut")
@@ -551,6 +625,15 @@ class VideoReader:
         except Exception:
             pass
 
+
+
+def _timecode(c, vs) -> str | None:
+    """The start timecode: a MOV/MP4 tmcd track, or a tag on the video stream or container."""
+    for tags in [*(s.metadata for s in c.streams.data), vs.metadata, c.metadata]:
+        tc = tags.get("timecode") or tags.get("TIMECODE")  # MKV tags are upper case
+        if tc:
+            return str(tc)
+    return None
 
 
 def _undiscard(pkt: av.Packet) -> av.Packet:

@@ -21,6 +21,25 @@ _INTERP = Interpolation.BILINEAR | Interpolation.ACCURATE_RND
 _X26X = {"libx264", "libx265"}
 _FFMPEG_ERRORS = (av.error.FFmpegError, av.ArgumentError)
 _LAYOUTS = {1: "mono", 2: "stereo", 3: "2.1", 4: "quad", 6: "5.1", 8: "7.1"}
+# Containers that take only a few video codecs: encoders to pick from, in order of preference
+# (the first one this FFmpeg build has is the default for that container).
+_ONLY_ENCODERS = {"webm": ("libvpx-vp9", "libsvtav1", "libvpx")}
+# Containers that store one timestamp per frame (no B-frame reordering): encode without B-frames,
+# else players (and FFmpeg) read the frames back with scrambled times (0.04, 0.16, 0.12, ...).
+_NO_REORDER = {"avi"}
+# x264-style speed presets for encoders that name speed differently.
+_VPX_SPEED = {"ultrafast": 8, "superfast": 7, "veryfast": 6, "faster": 5, "fast": 4, "medium": 3,
+              "slow": 2, "slower": 1, "veryslow": 0, "placebo": 0}
+_SVT_SPEED = {"ultrafast": 12, "superfast": 11, "veryfast": 10, "faster": 9, "fast": 8,
+              "medium": 7, "slow": 5, "slower": 4, "veryslow": 3, "placebo": 2}
+
+
+def default_encoder(container_format: str) -> str:
+    """The video encoder used when none is given: libx264, or one the container takes (WebM)."""
+    for name in _ONLY_ENCODERS.get(container_format.split(",")[0], ("libx264",)):
+        if name in av.codecs_available:
+            return name
+    return "libx264"
 
 
 def _remove(path: str) -> None:
@@ -59,10 +78,14 @@ class VideoWriter:
     Audio: stream copy; if the container refuses the codec, re-encode to AAC with a warning.
     ``crf`` applies to encoders with a "crf" option, ``preset`` to libx264/libx265; ``options``
     passes any other encoder option (e.g. {"tune": "film"}).
+    ``codec`` None picks libx264, or VP9/AV1 for WebM (:func:`default_encoder`); AVI output is
+    encoded without B-frames (AVI has no per-frame presentation times).
+    Without ``overwrite`` the final rename never replaces a file that appeared at ``path``
+    during the run: the finished result is then kept beside it and an OutputError says where.
     Create the writer while the reader is open (its streams are the audio templates).
     """
 
-    def __init__(self, path: str | os.PathLike, info: VideoInfo, *, codec: str = "libx264",
+    def __init__(self, path: str | os.PathLike, info: VideoInfo, *, codec: str | None = None,
                  crf: int | None = 18, preset: str | None = "medium", pix_fmt: str | None = None,
                  audio: bool = True, time_offset: float = 0.0, overwrite: bool = False,
                  options: dict[str, str] | None = None) -> None:
@@ -73,6 +96,8 @@ class VideoWriter:
         self._frames = 0
         self._last_pts: int | None = None
         self._check_target(overwrite)
+        self._overwrite = overwrite
+        self._offset_requested = bool(time_offset)
         self._tmp = str(self.path.parent / f".{self.path.stem}.{secrets.token_hex(4)}.part"
                         f"{self.path.suffix}")
         # If the writer is dropped without close()/abort() (crash), never leave the temp file.
@@ -123,10 +148,19 @@ class VideoWriter:
 
     def _setup_video(self, codec, crf, preset, pix_fmt, options) -> None:
         info, out = self.info, self._container
+        fmt = out.format.name.split(",")[0]
+        if codec is None:
+            codec = default_encoder(fmt)
         try:
-            av.Codec(codec, "w")
+            canonical = av.Codec(codec, "w").canonical_name
         except (*_FFMPEG_ERRORS, ValueError):
             raise OutputError(f"unknown video encoder '{codec}' (try libx264 or libx265)") from None
+        allowed = [c for c in _ONLY_ENCODERS.get(fmt, ()) if c in av.codecs_available]
+        if allowed and canonical not in {av.Codec(c, "w").canonical_name for c in allowed}:
+            raise OutputError(f"{codec} ({canonical}) cannot go in {self.path.suffix}: use "
+                              f"--codec {' or '.join(allowed)} (or leave --codec unset), or write "
+                              ".mp4/.mkv")
+        self.codec = codec
         odd = info.width % 2 or info.height % 2
         if pix_fmt is None:
             pix_fmt = "yuv420p"
@@ -162,8 +196,17 @@ class VideoWriter:
                 opts["b"] = "0"  # constant quality needs no bitrate target in libvpx
         if preset is not None and codec in _X26X:  # other encoders name presets differently
             opts["preset"] = preset
+        elif preset in _VPX_SPEED and codec.startswith("libvpx"):
+            opts.update({"deadline": "good", "cpu-used": str(min(5, _VPX_SPEED[preset])),
+                         "row-mt": "1"})
+        elif preset in _SVT_SPEED and codec == "libsvtav1":
+            opts["preset"] = str(_SVT_SPEED[preset])
         if codec == "libx265":
             opts["x265-params"] = "log-level=error"
+        if fmt in _NO_REORDER:
+            vs.codec_context.max_b_frames = 0  # libx264 and most FFmpeg encoders honour this
+            if codec == "libx265":
+                opts["x265-params"] += ":bframes=0"
         opts.update({str(k): str(v) for k, v in options.items()})
         vs.options = opts
         cc = vs.codec_context
@@ -173,6 +216,12 @@ class VideoWriter:
         cc.color_range = ColorRange.MPEG
         if info.rotation:
             vs.set_display_rotation(info.rotation)
+        timecode = getattr(info, "timecode", None)
+        if timecode and self._offset_requested:
+            warn(f"the input's timecode {timecode} is not copied: the output is trimmed, so it "
+                 "would be wrong")
+        elif timecode:
+            vs.metadata["timecode"] = timecode  # MOV/MP4 get a tmcd track, MKV a tag
         self._vs = vs
         self._ten_bit = av.VideoFormat(pix_fmt).components[0].bits > 8
 
@@ -192,12 +241,16 @@ class VideoWriter:
             if refusal is None:
                 self._map[s.index] = self._container.add_stream_from_template(s.template)
             elif s.kind == "audio":
-                if "aac" not in self._container.supported_codecs:
+                target = _audio_fallback(self._container)
+                if target is None:
                     raise OutputError(f"{self.path.suffix} cannot hold the input's {s.codec} audio "
-                                      "nor AAC; write .mkv (keeps it unchanged) or pass audio=False")
+                                      "nor AAC/Opus; write .mkv (keeps it unchanged) or pass "
+                                      "audio=False")
+                label = "AAC" if target == "aac" else "Opus"
                 warn(f"{self.path.suffix} cannot hold {s.codec} audio ({refusal}): re-encoding "
-                     f"stream #{s.index} to AAC; write .mkv to keep the original audio unchanged")
-                self._reencode[s.index] = _AacReencoder(self._container, s)
+                     f"stream #{s.index} to {label}; write .mkv to keep the original audio "
+                     "unchanged")
+                self._reencode[s.index] = _AacReencoder(self._container, s, target)
                 self._map[s.index] = self._reencode[s.index].stream
             else:
                 warn(f"{self.path.suffix} cannot hold {s.codec} subtitles ({refusal}): "
@@ -292,7 +345,10 @@ class VideoWriter:
                 raise OutputError(f"cannot finish {self.path}: {_one_line(exc)}") from None
             self._closed = True
             try:
-                os.replace(self._tmp, self.path)
+                if self._overwrite:
+                    os.replace(self._tmp, self.path)
+                else:
+                    self._rename_no_replace()
             except OSError as exc:
                 raise OutputError(f"cannot rename the finished file to {self.path}: "
                                   f"{exc.strerror}") from None
@@ -301,6 +357,30 @@ class VideoWriter:
         except BaseException:
             self.abort()
             raise
+
+    def _rename_no_replace(self) -> None:
+        """Move the finished temp file to the final name unless a file appeared there meanwhile.
+
+        A hard link fails atomically when the name exists (no check-then-rename race); on file
+        systems without hard links, fall back to check + rename. The finished result is never
+        thrown away: it is kept under a visible sibling name and the error names it.
+        """
+        try:
+            os.link(self._tmp, self.path)
+        except FileExistsError:
+            pass
+        except OSError:  # no hard links here (FAT, some network/overlay file systems)
+            if not self.path.exists():
+                os.replace(self._tmp, self.path)
+                return
+        else:
+            os.unlink(self._tmp)
+            return
+        kept = self.path.with_name(f"{self.path.stem}.{secrets.token_hex(3)}{self.path.suffix}")
+        os.replace(self._tmp, kept)
+        self._finalizer.detach()
+        raise OutputError(f"{self.path} appeared during the run and was not replaced (no "
+                          f"overwrite); the finished result is kept as {kept}")
 
     def abort(self) -> None:
         """Stop and delete the temp file; nothing appears under the final name."""
@@ -352,10 +432,22 @@ def _copy_refusal(fmt: str, s: StreamInfo) -> str | None:
         return _one_line(exc)
 
 
-class _AacReencoder:
-    """Decode a passthrough audio stream and re-encode it to AAC (fallback for refused codecs)."""
+def _audio_fallback(out: av.container.OutputContainer) -> str | None:
+    """Encoder for refused audio: AAC where the container takes it, else Opus (WebM)."""
+    codecs = out.supported_codecs
+    if "aac" in codecs:
+        return "aac"
+    if "opus" in codecs:
+        return "libopus" if "libopus" in av.codecs_available else "opus"
+    return None
 
-    def __init__(self, out: av.container.OutputContainer, s: StreamInfo) -> None:
+
+class _AacReencoder:
+    """Decode a passthrough audio stream and re-encode it to AAC, or Opus where the container
+    takes no AAC (fallback for refused codecs)."""
+
+    def __init__(self, out: av.container.OutputContainer, s: StreamInfo,
+                 codec: str = "aac") -> None:
         self._dec = s.template.codec_context  # the reader never decodes audio; safe to use here
         if self._dec is None:
             raise OutputError(f"cannot re-encode {s.codec} audio: no decoder in this FFmpeg build")
@@ -364,11 +456,17 @@ class _AacReencoder:
         layout = self._dec.layout
         if channels in _LAYOUTS:  # unordered "2 channels" (PCM) is refused by the AAC encoder
             layout = av.AudioLayout(_LAYOUTS[channels])
-        self.stream = out.add_stream("aac", rate=rate)
+        frame_size, fmt = 1024, "fltp"
+        if codec != "aac":  # Opus: 48 kHz, 20 ms frames, at most stereo without a mapping
+            rate, frame_size = 48000, 960
+            fmt = "flt" if codec == "libopus" else "fltp"
+            if channels > 2:
+                layout = av.AudioLayout("stereo")
+        self.stream = out.add_stream(codec, rate=rate)
         self.stream.layout = layout
         self.stream.time_base = Fraction(1, rate)
-        self._resampler = av.AudioResampler(format="fltp", layout=layout, rate=rate,
-                                            frame_size=1024)
+        self._resampler = av.AudioResampler(format=fmt, layout=layout, rate=rate,
+                                            frame_size=frame_size)
         self._tb = Fraction(1, rate)
 
     def packets(self, pkt):
