@@ -30,7 +30,7 @@ import re
 import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import torch
@@ -540,8 +540,8 @@ class Enhancer:
 
     def enhance_video(
         self,
-        src: str | os.PathLike,
-        dst: str | os.PathLike,
+        src: str | os.PathLike | BinaryIO,
+        dst: str | os.PathLike | BinaryIO,
         *,
         start: float | None = None,
         end: float | None = None,
@@ -554,6 +554,9 @@ class Enhancer:
         progress: Callable[[int, int | None], None] | None = None,
         queue_size: int = 8,
         max_frames: int | None = None,
+        format: str | None = None,
+        input_format: str | None = None,
+        input_options: dict[str, str] | None = None,
     ) -> dict[str, Any]:
         """Enhance a video file (or URL) into ``dst``; returns the stats dict.
 
@@ -562,6 +565,12 @@ class Enhancer:
         under ``dst`` only when complete. ``progress(frames_done, total_or_None)`` is called at
         the start and after every batch written. ``max_frames`` stops after that many frames
         (audio stops with them).
+
+        ``src``/``dst`` may be ``"-"`` (standard input/output) or file objects, read and written
+        as streams (see :mod:`vidllie.video.pipes`); ``format`` names the output container
+        (default: from the suffix, Matroska for a stream; ``"rawvideo"`` for bare frames),
+        ``input_format``/``input_options`` the demuxer and its options (e.g. "rawvideo" with
+        :func:`~vidllie.video.pipes.raw_video_options`).
         """
         from vidllie.pipeline.streaming import run_stream
         from vidllie.video import VideoReader, VideoWriter
@@ -569,12 +578,13 @@ class Enhancer:
         self.reset()
         self.reset_stats()
         t_start = time.perf_counter()
-        with VideoReader(src, start=start, end=end, max_frames=max_frames) as reader:
+        with VideoReader(src, start=start, end=end, max_frames=max_frames, format=input_format,
+                         options=input_options) as reader:
             info = reader.info
             offset = info.start_time if (start or end is not None) else 0.0
             writer = VideoWriter(
                 dst, info, codec=codec, crf=crf, preset=preset, pix_fmt=pix_fmt, audio=audio,
-                time_offset=offset, overwrite=overwrite,
+                time_offset=offset, overwrite=overwrite, format=format,
             )
             total = info.estimated_frames
             done = 0
@@ -602,7 +612,7 @@ class Enhancer:
         wall = time.perf_counter() - t_start
         stats = self.stats(wall_seconds=wall, frames=counts.frames_out)
         stats.update(
-            input=str(src), output=str(dst),
+            input=reader.source, output=str(writer.path),
             video={
                 "width": info.width, "height": info.height,
                 "fps": float(info.fps) if info.fps else None, "vfr": info.vfr,

@@ -15,6 +15,7 @@ from av.video.reformatter import ColorPrimaries, ColorRange, Colorspace, ColorTr
 
 from ..errors import OutputError
 from .info import PassthroughPacket, StreamInfo, VideoInfo, warn
+from .pipes import borrow_output, open_output, write_error
 from .reader import _one_line, is_url
 
 _INTERP = Interpolation.BILINEAR | Interpolation.ACCURATE_RND
@@ -60,18 +61,53 @@ class VideoWriter:
     ``crf`` applies to encoders with a "crf" option, ``preset`` to libx264/libx265; ``options``
     passes any other encoder option (e.g. {"tune": "film"}).
     Create the writer while the reader is open (its streams are the audio templates).
+    ``path`` may also be ``"-"`` (standard output) or a writable file object: then ``format``
+    names the container (default Matroska; MP4/MOV cannot stream), there is no temp file or
+    rename, and a failure leaves the stream cut where it failed, without trailer (see
+    :mod:`vidllie.video.pipes`). ``format`` also overrides the suffix of a path.
+    ``format="rawvideo"`` writes bare frames (codec rawvideo, ``pix_fmt`` default rgb24, no
+    timestamps, no audio: it is left out with a warning).
     """
 
     def __init__(self, path: str | os.PathLike, info: VideoInfo, *, codec: str = "libx264",
                  crf: int | None = 18, preset: str | None = "medium", pix_fmt: str | None = None,
                  audio: bool = True, time_offset: float = 0.0, overwrite: bool = False,
-                 options: dict[str, str] | None = None) -> None:
-        self.path = Path(os.fspath(path))
+                 options: dict[str, str] | None = None, format: str | None = None) -> None:
+        self._pipe = borrow_output(path)
+        self.path = Path(self._pipe.name if self._pipe is not None else os.fspath(path))
         self.info = info
         self._container = None
         self._closed = False
         self._frames = 0
         self._last_pts: int | None = None
+        self._tmp = self._finalizer = None
+        if self._pipe is not None:
+            self._container = open_output(self._pipe, format)
+        else:
+            self._open_file(overwrite, format)
+        if self._container.format.name == "rawvideo":
+            codec, audio = "rawvideo", self._raw_audio(audio)
+        try:
+            self._setup_video(codec, crf, preset, pix_fmt, options or {})
+            self._setup_passthrough(audio)
+            try:  # open encoders + write the header now: bad settings fail before any decoding
+                self._container.start_encoding()
+            except (*_FFMPEG_ERRORS, OSError) as exc:
+                raise write_error(self._pipe, f"cannot start writing {self.path} with {codec}/"
+                                  f"{self.pix_fmt}", _one_line(exc)) from None
+        except BaseException:
+            self.abort()
+            raise
+        self._offset = time_offset
+
+    def _raw_audio(self, audio: bool) -> bool:
+        if audio and self.info.audio:
+            warn(f"raw video output carries no audio: {len(self.info.audio)} audio stream(s) "
+                 "left out (write matroska or nut to keep it)")
+        return False
+
+    def _open_file(self, overwrite: bool, format: str | None) -> None:
+        """Create the hidden temp file beside ``self.path`` and open the container on it."""
         self._check_target(overwrite)
         self._tmp = str(self.path.parent / f".{self.path.stem}.{secrets.token_hex(4)}.part"
                         f"{self.path.suffix}")
@@ -84,7 +120,7 @@ class VideoWriter:
                               f"({exc.strerror})") from None
         self._finalizer = weakref.finalize(self, _remove, self._tmp)
         try:
-            self._container = av.open(self._tmp, mode="w")
+            self._container = av.open(self._tmp, mode="w", format=format)
         except ValueError as exc:  # no muxer for this suffix
             self._finalizer()
             raise OutputError(f"cannot write {self.path}: unknown container format for suffix "
@@ -92,20 +128,14 @@ class VideoWriter:
         except (*_FFMPEG_ERRORS, OSError) as exc:
             self._finalizer()
             raise OutputError(f"cannot create {self.path}: {_one_line(exc)}") from None
-        try:
-            self._setup_video(codec, crf, preset, pix_fmt, options or {})
-            self._setup_passthrough(audio)
-            try:  # open encoders + write the header now: bad settings fail before any decoding
-                self._container.start_encoding()
-            except (*_FFMPEG_ERRORS, OSError) as exc:
-                raise OutputError(f"cannot start writing {self.path} with {codec}/"
-                                  f"{self.pix_fmt}: {_one_line(exc)}") from None
-        except BaseException:
-            self.abort()
-            raise
-        self._offset = time_offset
 
     # ------------------------------------------------------------------ checks / set-up
+    @property
+    def _kind(self) -> str:
+        """What the output is, for messages: its suffix, or its container for a stream."""
+        return self.path.suffix or (self._container.format.name.split(",")[0]
+                                    if self._container is not None else "the output")
+
     def _check_target(self, overwrite: bool) -> None:
         p = self.path
         src = self.info.source
@@ -129,7 +159,7 @@ class VideoWriter:
             raise OutputError(f"unknown video encoder '{codec}' (try libx264 or libx265)") from None
         odd = info.width % 2 or info.height % 2
         if pix_fmt is None:
-            pix_fmt = "yuv420p"
+            pix_fmt = "rgb24" if codec == "rawvideo" else "yuv420p"
             h, v = _subsampled(pix_fmt)
             if (h and info.width % 2) or (v and info.height % 2):
                 # 4:2:0 cannot hold an odd size; keep every pixel rather than crop or pad.
@@ -145,7 +175,7 @@ class VideoWriter:
         try:
             vs = out.add_stream(codec, rate=info.fps or Fraction(25))
         except (*_FFMPEG_ERRORS, ValueError) as exc:
-            raise OutputError(f"cannot use encoder '{codec}' in {self.path.suffix}: "
+            raise OutputError(f"cannot use encoder '{codec}' in {self._kind}: "
                               f"{_one_line(exc)}") from None
         vs.width, vs.height = info.width, info.height
         try:
@@ -193,14 +223,14 @@ class VideoWriter:
                 self._map[s.index] = self._container.add_stream_from_template(s.template)
             elif s.kind == "audio":
                 if "aac" not in self._container.supported_codecs:
-                    raise OutputError(f"{self.path.suffix} cannot hold the input's {s.codec} audio "
+                    raise OutputError(f"{self._kind} cannot hold the input's {s.codec} audio "
                                       "nor AAC; write .mkv (keeps it unchanged) or pass audio=False")
-                warn(f"{self.path.suffix} cannot hold {s.codec} audio ({refusal}): re-encoding "
+                warn(f"{self._kind} cannot hold {s.codec} audio ({refusal}): re-encoding "
                      f"stream #{s.index} to AAC; write .mkv to keep the original audio unchanged")
                 self._reencode[s.index] = _AacReencoder(self._container, s)
                 self._map[s.index] = self._reencode[s.index].stream
             else:
-                warn(f"{self.path.suffix} cannot hold {s.codec} subtitles ({refusal}): "
+                warn(f"{self._kind} cannot hold {s.codec} subtitles ({refusal}): "
                      f"stream #{s.index} is left out; write .mkv to keep it")
 
     # ------------------------------------------------------------------ writing
@@ -242,7 +272,7 @@ class VideoWriter:
             for p in self._vs.encode(frame):
                 self._container.mux(p)
         except (*_FFMPEG_ERRORS, OSError) as exc:
-            raise OutputError(f"cannot write {self.path}: {_one_line(exc)}") from None
+            raise write_error(self._pipe, f"cannot write {self.path}", _one_line(exc)) from None
         self._last_pts = out_pts
         self._frames += 1
 
@@ -268,7 +298,8 @@ class VideoWriter:
                 pkt.stream = ost
                 self._container.mux(pkt)
         except (*_FFMPEG_ERRORS, OSError) as exc:
-            raise OutputError(f"cannot write audio to {self.path}: {_one_line(exc)}") from None
+            raise write_error(self._pipe, f"cannot write audio to {self.path}",
+                              _one_line(exc)) from None
 
     @property
     def frames_written(self) -> int:
@@ -289,8 +320,10 @@ class VideoWriter:
                         self._container.mux(p)
                 self._container.close()
             except (*_FFMPEG_ERRORS, OSError) as exc:
-                raise OutputError(f"cannot finish {self.path}: {_one_line(exc)}") from None
+                raise write_error(self._pipe, f"cannot finish {self.path}", _one_line(exc)) from None
             self._closed = True
+            if self._pipe is not None:
+                return self.path  # a stream: nothing to rename
             try:
                 os.replace(self._tmp, self.path)
             except OSError as exc:
@@ -303,15 +336,19 @@ class VideoWriter:
             raise
 
     def abort(self) -> None:
-        """Stop and delete the temp file; nothing appears under the final name."""
+        """Stop and delete the temp file; nothing appears under the final name. (A stream stops
+        where it is: no trailer, no more bytes.)"""
         self._closed = True
+        if self._pipe is not None:
+            self._pipe.abandon()
         if self._container is not None:
             try:
                 self._container.close()
             except Exception:  # noqa: BLE001 - half-written output, we delete it anyway
                 pass
             self._container = None
-        self._finalizer()
+        if self._finalizer is not None:
+            self._finalizer()
 
     def __enter__(self) -> "VideoWriter":
         return self
