@@ -259,3 +259,39 @@ def test_raw_option_errors_are_one_line(args, text, micro_path, tmp_path):
     assert result.exit_code == 2
     lines = result.stderr.splitlines()
     assert len(lines) == 1 and text in lines[0], lines
+
+
+class FullDisk:
+    """A sink that fails (ENOSPC) once ``limit`` bytes are written, and records later writes."""
+
+    def __init__(self, limit: int) -> None:
+        self.data, self.limit, self.after_failure, self.failed = bytearray(), limit, 0, False
+
+    def write(self, chunk: bytes) -> int:
+        if self.failed:
+            self.after_failure += 1
+        if len(self.data) + len(chunk) > self.limit:
+            self.failed = True
+            raise OSError(28, "No space left on device")
+        self.data += chunk
+        return len(chunk)
+
+
+def test_a_failure_leaves_the_stream_cut_without_trailer(clips, micro_path):
+    sink = FullDisk(40_000)  # ffv1: ~0.5 MB in all, so the sink fails part-way
+    with pytest.raises(OutputError, match="No space left on device"):
+        enhance_video(str(clips["mp4"]), sink, model=str(micro_path), device="cpu", threads=1,
+                      codec="ffv1")
+    assert sink.failed and sink.after_failure == 0  # nothing written after the failure
+    data = bytes(sink.data)
+    assert 0 < len(data) <= 40_000 and data[:4] == EBML
+    with av.open(io.BytesIO(data)) as c:  # what was written plays, up to the cut
+        assert 0 < sum(1 for _ in c.decode(video=0)) < FRAMES
+
+
+def test_empty_stdin_is_one_line(micro_path, tmp_path):
+    done = subprocess.run(vidllie("-", "-o", tmp_path / "o.mkv", "--model", micro_path, *FAST),
+                          input=b"", capture_output=True, timeout=300, env=ENV)
+    assert done.returncode == 2
+    assert done.stderr.decode().splitlines() == ["vidllie: error: input is empty (0 bytes): <stdin>"]
+    assert list(tmp_path.iterdir()) == []

@@ -26,7 +26,7 @@ from typing import Any, BinaryIO
 
 import av
 
-from ..errors import OutputClosedError, OutputError
+from ..errors import InputError, OutputClosedError, OutputError
 
 PIPE = "-"
 DEFAULT_PIPE_FORMAT = "matroska"
@@ -52,8 +52,6 @@ def raw_video_options(width: int, height: int, rate: float | str = 25,
     >>> raw_video_options(640, 360, 25, "rgb24")
     {'video_size': '640x360', 'pixel_format': 'rgb24', 'framerate': '25'}
     """
-    from ..errors import InputError
-
     if width < 1 or height < 1:
         raise InputError(f"raw video size must be positive, got {width}x{height}")
     try:
@@ -139,6 +137,26 @@ def borrow_input(source: Any) -> BorrowedFile | None:
     if not hasattr(source, "read"):
         raise TypeError(f"an input file object needs a read() method, got {type(source).__name__}")
     return BorrowedFile(source, _label(source))
+
+
+def check_pipe_input(file: BorrowedFile) -> None:
+    """An empty standard input (or pipe) says so, in the words used for an empty file."""
+    peek = getattr(file.file, "peek", None)
+    if peek is not None:
+        try:
+            empty = not peek(1)  # waits for the first bytes of a live pipe, consumes nothing
+        except (OSError, ValueError):
+            return
+        if empty:
+            raise InputError(f"input is empty (0 bytes): {file.name}")
+
+
+def pipe_mp4_error(file: BorrowedFile) -> InputError:
+    """An MP4 whose index comes last cannot be decoded from a stream that cannot seek back."""
+    return InputError(
+        f"cannot read the MP4 on {file.name}: its index (moov) comes after the data and a pipe "
+        "cannot seek back to it; pass the file name instead, or pipe matroska/mpegts/nut "
+        "(or an MP4 written with -movflags +faststart or fragmented)")
 
 
 def borrow_output(target: Any) -> BorrowedFile | None:

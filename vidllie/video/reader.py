@@ -16,7 +16,7 @@ from av.video.reformatter import ColorRange, Colorspace, Interpolation
 
 from ..errors import InputError
 from .info import Frame, PassthroughPacket, StreamInfo, VideoInfo, warn
-from .pipes import borrow_input
+from .pipes import borrow_input, check_pipe_input, pipe_mp4_error
 
 _URL = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
 _MP4_SUFFIXES = {".mp4", ".m4v", ".mov", ".3gp", ".m4a"}
@@ -141,7 +141,7 @@ class VideoReader:
         opts = {str(k): str(v) for k, v in (options or {}).items()}
         url = self._pipe is None and is_url(self.source)
         if self._pipe is not None:
-            pass
+            check_pipe_input(self._pipe)
         elif url:
             if self.source.lower().startswith(("rtsp://", "rtsps://")):
                 opts.setdefault("rtsp_transport", "tcp")
@@ -387,6 +387,8 @@ class VideoReader:
             detail = f" ({self._decode_error_msg})" if self._decode_errors else ""
             if self._cut:
                 detail = f" ({self._cut})"
+            if self._pipe is not None and "mp4" in self._container.format.name.split(","):
+                raise pipe_mp4_error(self._pipe)
             raise InputError(f"cannot decode any video frame from {self.source}{detail}")
         self._first_pts, self._first_time = first.pts, float(first.pts * self._tb)
         seen, size = 0, 0
