@@ -121,7 +121,7 @@ def enhance(
     quiet: bool = typer.Option(False, "-q", "--quiet", help="No progress bar or summary."),
 ) -> None:
     """Enhance videos; audio is copied unchanged, timestamps are kept."""
-    with user_errors():
+    with user_errors(), contextlib.ExitStack() as claims:
         from vidllie.pipeline.enhancer import Enhancer
         from vidllie.pipeline.jobs import is_pipe, parse_time, plan_jobs
         from vidllie.video.pipes import stdout_for_video
@@ -129,6 +129,8 @@ def enhance(
         jobs = plan_jobs(inputs, output)
         t0, t1 = parse_time(start), parse_time(end)
         pipe_kw, pix_fmt = _pipe_options(jobs, out_format, input_format, size, rate, pix_fmt)
+        # -o -: standard output belongs to the video from here on (model loading included).
+        video_out = claims.enter_context(stdout_for_video()) if is_pipe(jobs[0].dst) else None
         try:
             enhancer = Enhancer(
                 model, dino=dino, device=device, precision=precision, batch_size=batch_size,
@@ -144,12 +146,11 @@ def enhance(
             try:
                 if not is_pipe(job.dst) and job.dst.exists() and not yes:
                     raise OutputError(f"{job.dst} exists; pass -y to overwrite")
-                with stdout_for_video() if is_pipe(job.dst) else contextlib.nullcontext(job.dst) as dst:
-                    stats = enhancer.enhance_video(
-                        job.src, dst, start=t0, end=t1, codec=codec, crf=crf, preset=preset,
-                        pix_fmt=pix_fmt, audio=not no_audio, overwrite=yes, progress=progress,
-                        **pipe_kw,
-                    )
+                stats = enhancer.enhance_video(
+                    job.src, video_out if is_pipe(job.dst) else job.dst, start=t0, end=t1,
+                    codec=codec, crf=crf, preset=preset, pix_fmt=pix_fmt, audio=not no_audio,
+                    overwrite=yes, progress=progress, **pipe_kw,
+                )
             except OutputClosedError as err:
                 progress.close()  # the reader downstream stopped (| head): end quietly
                 raise typer.Exit(err.exit_code) from None

@@ -22,6 +22,7 @@ import os
 import stat
 import sys
 from collections.abc import Iterator
+from fractions import Fraction
 from typing import Any, BinaryIO
 
 import av
@@ -49,8 +50,8 @@ def raw_video_options(width: int, height: int, rate: float | str = 25,
                       pix_fmt: str = "rgb24") -> dict[str, str]:
     """FFmpeg rawvideo demuxer options for headerless frames of one size and pixel format.
 
-    >>> raw_video_options(640, 360, 25, "rgb24")
-    {'video_size': '640x360', 'pixel_format': 'rgb24', 'framerate': '25'}
+    >>> raw_video_options(640, 360, "30000/1001", "rgb24")
+    {'video_size': '640x360', 'pixel_format': 'rgb24', 'framerate': '30000/1001'}
     """
     if width < 1 or height < 1:
         raise InputError(f"raw video size must be positive, got {width}x{height}")
@@ -59,9 +60,9 @@ def raw_video_options(width: int, height: int, rate: float | str = 25,
     except (ValueError, av.error.FFmpegError):
         raise InputError(f"unknown pixel format {pix_fmt!r} (e.g. {', '.join(RAW_PIX_FMTS)})") from None
     try:
-        if float(rate) <= 0:
+        if Fraction(str(rate)) <= 0:  # 25, 12.5 or 30000/1001, as FFmpeg takes them
             raise ValueError
-    except ValueError:
+    except (ValueError, ZeroDivisionError):
         raise InputError(f"raw video rate must be a positive number of frames/s, got {rate!r}") from None
     return {"video_size": f"{width}x{height}", "pixel_format": pix_fmt, "framerate": str(rate)}
 
