@@ -107,6 +107,9 @@ class BorrowedFile:
             return len(data)  # abandoned: nothing more goes out
         try:
             n = self.file.write(data)
+            # Out now: PyAV hands over whole 32 KB buffers, so this costs nothing, a live reader
+            # gets every chunk at once, and a closed reader is seen at the write that failed.
+            self.flush()
         except BrokenPipeError:
             self.reader_gone = True
             self.abandon()  # one exception reaches PyAV; later writes are dropped quietly
@@ -115,15 +118,11 @@ class BorrowedFile:
 
     def flush(self) -> None:
         if not self.closed and hasattr(self.file, "flush"):
-            try:
-                self.file.flush()
-            except BrokenPipeError:
-                self.reader_gone = True
-                self.abandon()
-                raise
+            self.file.flush()
 
-    def close(self) -> None:  # PyAV's close: flush, never close the caller's object
-        self.flush()
+    def close(self) -> None:  # never close the caller's object
+        with contextlib.suppress(OSError, ValueError):
+            self.flush()
 
     def abandon(self) -> None:
         self.closed = True
