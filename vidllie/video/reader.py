@@ -9,7 +9,7 @@ import weakref
 from collections import deque
 from fractions import Fraction
 from pathlib import Path
-from typing import Iterator
+from typing import BinaryIO, Iterator
 
 import av
 from av.video.reformatter import ColorRange, Colorspace, Interpolation
@@ -121,7 +121,7 @@ class VideoReader:
     and drops); the object is never closed here.
     """
 
-    def __init__(self, source: str | os.PathLike, *, start: float | None = None,
+    def __init__(self, source: str | os.PathLike | BinaryIO, *, start: float | None = None,
                  end: float | None = None, threads: str | int = "AUTO",
                  options: dict[str, str] | None = None, allow_hdr: bool = False,
                  passthrough: bool = True, max_frames: int | None = None,
@@ -387,7 +387,8 @@ class VideoReader:
             detail = f" ({self._decode_error_msg})" if self._decode_errors else ""
             if self._cut:
                 detail = f" ({self._cut})"
-            if self._pipe is not None and "mp4" in self._container.format.name.split(","):
+            if (self._pipe is not None and not self._pipe.seekable()
+                    and "mp4" in self._container.format.name.split(",")):
                 raise pipe_mp4_error(self._pipe)
             raise InputError(f"cannot decode any video frame from {self.source}{detail}")
         self._first_pts, self._first_time = first.pts, float(first.pts * self._tb)

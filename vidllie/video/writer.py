@@ -8,6 +8,7 @@ import secrets
 import weakref
 from fractions import Fraction
 from pathlib import Path
+from typing import BinaryIO
 
 import av
 import numpy as np
@@ -69,7 +70,8 @@ class VideoWriter:
     timestamps, no audio: it is left out with a warning).
     """
 
-    def __init__(self, path: str | os.PathLike, info: VideoInfo, *, codec: str = "libx264",
+    def __init__(self, path: str | os.PathLike | BinaryIO, info: VideoInfo, *,
+                 codec: str = "libx264",
                  crf: int | None = 18, preset: str | None = "medium", pix_fmt: str | None = None,
                  audio: bool = True, time_offset: float = 0.0, overwrite: bool = False,
                  options: dict[str, str] | None = None, format: str | None = None) -> None:
