@@ -295,3 +295,17 @@ def test_empty_stdin_is_one_line(micro_path, tmp_path):
     assert done.returncode == 2
     assert done.stderr.decode().splitlines() == ["vidllie: error: input is empty (0 bytes): <stdin>"]
     assert list(tmp_path.iterdir()) == []
+
+
+def test_video_is_never_written_to_a_terminal(clips, micro_path):
+    pty = pytest.importorskip("pty")
+    main, tty = pty.openpty()
+    try:
+        done = subprocess.run(vidllie(clips["mp4"], "-o", "-", "--model", micro_path, *FAST),
+                              stdout=tty, stderr=subprocess.PIPE, timeout=300, env=ENV)
+    finally:
+        os.close(tty)
+        os.close(main)
+    assert done.returncode == 3
+    assert done.stderr.decode().splitlines() == [
+        "vidllie: error: standard output is a terminal: redirect it (> out.mkv) or pipe it (| ffplay -)"]

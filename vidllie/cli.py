@@ -197,6 +197,8 @@ def _pipe_options(jobs, out_format, input_format, size, rate, pix_fmt) -> tuple[
         pix_fmt = (pix_fmt or "rgb24") if out_format == "rawvideo" else None
     if any(is_pipe(j.dst) for j in jobs):
         check_pipe_format(out_format or DEFAULT_PIPE_FORMAT, stdout_seekable())
+        if sys.stdout.isatty():
+            raise OutputError("standard output is a terminal: redirect it (> out.mkv) or pipe it (| ffplay -)")
     if any(is_pipe(j.src) for j in jobs) and sys.stdin.isatty():
         raise InputError("standard input is a terminal: pipe a video in (... | vidllie enhance - -o ...)")
     return kw, pix_fmt
