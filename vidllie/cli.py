@@ -20,7 +20,7 @@ from typing import Optional
 import typer
 
 from vidllie import __version__
-from vidllie.errors import OutputError, VidllieError
+from vidllie.errors import OutputClosedError, OutputError, VidllieError
 from vidllie.pipeline.options import DEFAULTS as ENHANCE
 
 app = typer.Typer(
@@ -102,8 +102,8 @@ class _Progress:
 
 @app.command()
 def enhance(
-    inputs: list[str] = typer.Argument(..., metavar="INPUT...", help="Video files, folders of videos, or stream URLs."),
-    output: Optional[Path] = typer.Option(None, "-o", "--output", help="Output file (one input) or folder (several). Default: <stem>_enhanced.<ext> beside each input."),
+    inputs: list[str] = typer.Argument(..., metavar="INPUT...", help="Video files, folders of videos, stream URLs, or - (standard input)."),
+    output: Optional[Path] = typer.Option(None, "-o", "--output", help="Output file (one input) or folder (several), or - (standard output). Default: <stem>_enhanced.<ext> beside each input."),
     yes: bool = typer.Option(False, "-y", "--yes", help="Overwrite existing outputs."),
     model: str = typer.Option(ENHANCE.model, "--model", help="Checkpoint (.safetensors) or 'default' (the bundled model)."),
     dino: Optional[str] = typer.Option(ENHANCE.dino, "--dino", help="DINO backbone hub id or folder for guided models; 'none' runs without guidance."),
@@ -115,7 +115,11 @@ def enhance(
     codec: Optional[str] = typer.Option(None, "--codec", help="Video encoder (libx264, libx265, libvpx-vp9, libsvtav1, ffv1, ...). Default: libx264; VP9 for .webm."),
     crf: int = typer.Option(18, "--crf", help="Quality for x264/x265 (lower = better)."),
     preset: str = typer.Option("medium", "--preset", help="x264/x265 speed preset."),
-    pix_fmt: Optional[str] = typer.Option(None, "--pix-fmt", help="Output pixel format (default yuv420p; yuv420p10le for 10-bit)."),
+    pix_fmt: Optional[str] = typer.Option(None, "--pix-fmt", help="Output pixel format (default yuv420p; yuv420p10le for 10-bit). With --input-format rawvideo: the raw frames' format (rgb24, bgr24, yuv420p; default rgb24), in and, with --format rawvideo, out."),
+    out_format: Optional[str] = typer.Option(None, "--format", help="Output container (matroska, mpegts, nut, mp4, ...; default: from the suffix, matroska for -o -). rawvideo: bare frames, no audio."),
+    input_format: Optional[str] = typer.Option(None, "--input-format", help="Input container when it cannot be guessed (e.g. mpegts on a pipe); rawvideo: bare frames, with --size, --rate and --pix-fmt."),
+    size: Optional[str] = typer.Option(None, "--size", help="Raw input frame size, WxH."),
+    rate: Optional[str] = typer.Option(None, "--rate", help="Raw input frame rate, frames/s (default 25)."),
     start: Optional[str] = typer.Option(None, "--start", help="Start time: seconds or [hh:]mm:ss."),
     end: Optional[str] = typer.Option(None, "--end", help="End time: seconds or [hh:]mm:ss (streams: counted from the first frame)."),
     duration: Optional[str] = typer.Option(None, "--duration", help="Length to process from --start (seconds or [hh:]mm:ss); a live stream stops by itself after it."),
@@ -132,11 +136,12 @@ def enhance(
     quiet: bool = typer.Option(False, "-q", "--quiet", help="No progress bar or summary."),
 ) -> None:
     """Enhance videos; audio is copied unchanged, timestamps are kept."""
-    with user_errors():
+    with user_errors(), contextlib.ExitStack() as claims:
         from vidllie.pipeline.enhancer import Enhancer
         from vidllie.pipeline.interrupts import Interrupted, exit_code, signal_name, signals_finish, signals_interrupt
-        from vidllie.pipeline.jobs import check_output_file, is_url, parse_time, plan_jobs
+        from vidllie.pipeline.jobs import check_output_file, is_pipe, is_url, parse_time, plan_jobs
         from vidllie.pipeline.live import enhance_live
+        from vidllie.video.pipes import stdout_for_video
 
         jobs = plan_jobs(inputs, output)
         t0, t1 = parse_time(start), parse_time(end)
@@ -147,8 +152,13 @@ def enhance(
             if length <= 0:
                 raise typer.BadParameter("--duration must be > 0")
             t1 = (t0 or 0.0) + length
+        if segment is not None and is_pipe(jobs[0].dst):
+            raise typer.BadParameter("--segment writes files: give -o NAME.mkv, not -o -")
         if stats_json is not None:
             check_output_file(stats_json, "--stats-json")  # before the run, not after it
+        pipe_kw, pix_fmt = _pipe_options(jobs, out_format, input_format, size, rate, pix_fmt)
+        # -o -: standard output belongs to the video from here on (model loading included).
+        video_out = claims.enter_context(stdout_for_video()) if is_pipe(jobs[0].dst) else None
         try:
             enhancer = Enhancer(
                 model, dino=dino, device=device, precision=precision, batch_size=batch_size,
@@ -160,31 +170,31 @@ def enhance(
             raise typer.BadParameter(str(err)) from None
         runs, failed = [], 0
         for job in jobs:
-            progress = _Progress(Path(job.src).name, quiet)
-            live = is_url(job.src) or segment is not None
+            progress = _Progress("stdin" if is_pipe(job.src) else Path(job.src).name, quiet)
+            # Streams (URLs, standard input) run live: the window is counted from the first frame
+            # and the first stop signal finishes the output; files abort on a signal (nothing).
+            streamed = is_url(job.src) or is_pipe(job.src)
+            dst = video_out if is_pipe(job.dst) else job.dst
             stop = threading.Event()
+            video = dict(start=t0, end=t1, codec=codec, crf=crf, preset=preset, pix_fmt=pix_fmt,
+                         audio=not no_audio, overwrite=yes, progress=progress, **pipe_kw)
             try:
-                if job.dst.exists() and not yes and segment is None:
+                if not is_pipe(job.dst) and job.dst.exists() and not yes and segment is None:
                     raise OutputError(f"{job.dst} exists; pass -y to overwrite")
-                if live:
-                    # Streams: the first stop signal finishes the output; files: abort (nothing).
-                    guard = signals_finish(stop) if is_url(job.src) else signals_interrupt()
-                    with guard:
-                        stats = enhance_live(
-                            enhancer, job.src, job.dst, start=t0, end=t1, segment=segment,
-                            stop=stop, reconnect=reconnect, codec=codec, crf=crf, preset=preset,
-                            pix_fmt=pix_fmt, audio=not no_audio, overwrite=yes, progress=progress,
-                        )
+                if streamed or segment is not None:
+                    with signals_finish(stop) if streamed else signals_interrupt():
+                        stats = enhance_live(enhancer, job.src, dst, segment=segment, stop=stop,
+                                             reconnect=reconnect, **video)
                     if stop.is_set():
                         progress.close()
                         _say(f"vidllie: stopped ({signal_name(Interrupted(stop.signum))}); "
                              f"output finished")
                 else:
                     with signals_interrupt():  # SIGTERM/SIGHUP abort like Ctrl-C: no temp file left
-                        stats = enhancer.enhance_video(
-                            job.src, job.dst, start=t0, end=t1, codec=codec, crf=crf, preset=preset,
-                            pix_fmt=pix_fmt, audio=not no_audio, overwrite=yes, progress=progress,
-                        )
+                        stats = enhancer.enhance_video(job.src, dst, **video)
+            except OutputClosedError as err:
+                progress.close()  # the reader downstream stopped (| head): end quietly
+                raise typer.Exit(err.exit_code) from None
             except KeyboardInterrupt as err:
                 progress.close()  # end the bar's line first: the message gets its own line
                 what = "finished segments are kept" if segment is not None else f"nothing was written to {job.dst}"
@@ -202,12 +212,43 @@ def enhance(
             if not quiet:
                 cache = stats["dino_cache"]
                 hit = f", DINO cache {100 * cache['hit_rate']:.0f}% reused" if cache and cache["hit_rate"] is not None else ""
-                where = job.dst if segment is None else f"{len(stats['live']['segments'])} segment(s) {job.dst.stem}_*{job.dst.suffix}"
+                where = stats["output"] if segment is None else f"{len(stats['live']['segments'])} segment(s) {job.dst.stem}_*{job.dst.suffix}"
                 _say(f"{where}: {stats['frames']} frames, {stats['fps']:.2f} fps{hit}")
         if stats_json is not None and runs:
             _write_json(stats_json, runs[0] if len(jobs) == 1 else {"runs": runs})
         if failed:
             raise typer.Exit(failed)
+
+
+def _pipe_options(jobs, out_format, input_format, size, rate, pix_fmt) -> tuple[dict, Optional[str]]:
+    """enhance_video's format arguments and the output pix_fmt for pipes and raw frames.
+
+    --pix-fmt names the raw input's frames; a raw output keeps that layout, an encoded output
+    from raw input gets the encoder's default."""
+    from vidllie.errors import InputError
+    from vidllie.pipeline.jobs import is_pipe
+    from vidllie.video.pipes import DEFAULT_PIPE_FORMAT, check_pipe_format, raw_video_options, stdout_seekable
+
+    kw: dict = {"format": out_format, "input_format": input_format}
+    raw_in = input_format == "rawvideo"
+    if not raw_in and (size is not None or rate is not None):
+        raise InputError("--size and --rate describe raw input frames: add --input-format rawvideo")
+    if raw_in:
+        if size is None:
+            raise InputError("--input-format rawvideo needs the frame size: --size WxH")
+        try:
+            width, height = (int(v) for v in size.lower().split("x"))
+        except ValueError:
+            raise InputError(f"--size must look like 640x360, got {size!r}") from None
+        kw["input_options"] = raw_video_options(width, height, rate or "25", pix_fmt or "rgb24")
+        pix_fmt = (pix_fmt or "rgb24") if out_format == "rawvideo" else None
+    if any(is_pipe(j.dst) for j in jobs):
+        check_pipe_format(out_format or DEFAULT_PIPE_FORMAT, stdout_seekable())
+        if sys.stdout.isatty():
+            raise OutputError("standard output is a terminal: redirect it (> out.mkv) or pipe it (| ffplay -)")
+    if any(is_pipe(j.src) for j in jobs) and sys.stdin.isatty():
+        raise InputError("standard input is a terminal: pipe a video in (... | vidllie enhance - -o ...)")
+    return kw, pix_fmt
 
 
 @app.command()
@@ -222,7 +263,10 @@ def info(
         from vidllie.models.info import describe, format_info
         from vidllie.pipeline.options import parse_size
 
-        width, height = parse_size(size)
+        try:
+            width, height = (int(v) for v in size.lower().split("x"))
+        except ValueError:
+            raise InputError(f"--size must look like 640x360, got {size!r}") from None
         use_dino: object = False if (dino or "").lower() == "none" else dino
         d = describe(model, height=height, width=width, dino=use_dino)
         typer.echo(json.dumps(d, indent=2, default=str) if as_json else format_info(d))

@@ -36,3 +36,11 @@ class DeviceError(VidllieError):
     """The requested device cannot run the job (e.g. out of memory after every fallback)."""
 
     exit_code = 5
+
+
+class OutputClosedError(OutputError):
+    """The reader of a piped output went away (``| head``: broken pipe). Not a failure of the
+    input or the settings; the CLI ends quietly with 141, as a shell reports a process ended
+    by SIGPIPE (128 + 13)."""
+
+    exit_code = 141

@@ -2,6 +2,7 @@
 
     plan_jobs(["night.mp4"], None)          # [Job(src='night.mp4', dst='night_enhanced.mp4')]
     plan_jobs(["clips/"], "out/")           # every video in clips/ -> out/<stem>_enhanced.<ext>
+    plan_jobs(["-"], "-")                   # standard input -> standard output
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ VIDEO_SUFFIXES = frozenset(
     ".mp4 .m4v .mov .mkv .webm .avi .ts .mts .m2ts .mpg .mpeg .flv .wmv .3gp .ogv".split()
 )
 SUFFIX = "_enhanced"
+PIPE = "-"  # standard input as INPUT, standard output as -o
 _URL = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
 
 
@@ -50,10 +52,14 @@ def plan_jobs(inputs: list[str], output: str | os.PathLike | None = None) -> lis
 
     One input file: ``output`` is the output file (or an existing folder to write into).
     Several inputs or a folder: ``output`` is a folder (created if missing). Without ``output``
-    each result goes beside its input as ``<stem>_enhanced.<ext>``.
+    each result goes beside its input as ``<stem>_enhanced.<ext>``. ``-`` is standard input
+    (the only input) or, as ``output``, standard output (for one input).
     """
     if not inputs:
         raise InputError("no input given")
+    pipe_jobs = _plan_pipe(inputs, output)
+    if pipe_jobs is not None:
+        return pipe_jobs
     sources: list[str] = []
     for item in inputs:
         if is_url(item):
@@ -94,6 +100,30 @@ def plan_jobs(inputs: list[str], output: str | os.PathLike | None = None) -> lis
     if len(set(dsts)) != len(dsts):
         raise OutputError("two inputs would be written to the same output file; use separate folders")
     return jobs
+
+
+def is_pipe(item: str | os.PathLike | None) -> bool:
+    return item is not None and os.fspath(item) == PIPE
+
+
+def _plan_pipe(inputs: list[str], output: str | os.PathLike | None) -> list[Job] | None:
+    """The job when standard input or output is involved, else None."""
+    if not (any(is_pipe(i) for i in inputs) or is_pipe(output)):
+        return None
+    if len(inputs) > 1:
+        if any(is_pipe(i) for i in inputs):
+            raise InputError("'-' (standard input) must be the only input")
+        raise OutputError("-o - (standard output) takes one input")
+    src = inputs[0]
+    if is_pipe(src) and output is None:
+        raise OutputError("reading standard input: give the output with -o FILE, or -o - for standard output")
+    if not is_pipe(src) and not is_url(src) and Path(src).expanduser().is_dir():
+        raise OutputError(f"-o - (standard output) takes one input file, not the folder {src}")
+    if is_pipe(output):
+        return [Job(src if is_pipe(src) or is_url(src) else str(Path(src).expanduser()), Path(PIPE))]
+    # Standard input to a file or folder.
+    out = Path(output).expanduser()
+    return [Job(PIPE, out / "stdin_enhanced.mkv" if out.is_dir() else out)]
 
 
 _CLOCK = re.compile(r"^(?:(\d+):)?(\d+):(\d+(?:\.\d*)?)$")

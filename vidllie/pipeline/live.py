@@ -45,6 +45,9 @@ def enhance_live(
     overwrite: bool = False,
     progress: Callable[[int, int | None], None] | None = None,
     queue_size: int = 8,
+    format: str | None = None,
+    input_format: str | None = None,
+    input_options: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """Enhance a live input into ``dst`` (or ``segment``-second files beside it); stats dict.
 
@@ -60,12 +63,13 @@ def enhance_live(
     stop = stop or threading.Event()
     clock = _dt.datetime.now()
     source = LiveSource(src, start=start, end=end, stop=stop, reconnect=reconnect,
-                        reconnect_wait=reconnect_wait, audio=audio)
+                        reconnect_wait=reconnect_wait, audio=audio, format=input_format,
+                        options=input_options)
     try:
         info = source.info
         offset = source.origin  # stream time of the output's 0
         options = dict(codec=codec, crf=crf, preset=preset, pix_fmt=pix_fmt, audio=audio,
-                       overwrite=overwrite)
+                       overwrite=overwrite, format=format)
         if segment:
             writer = SegmentWriter(dst, lambda: source.reader.info, segment, first_time=offset,
                                    clock=clock + _dt.timedelta(seconds=start or 0.0), **options)
@@ -98,7 +102,7 @@ def enhance_live(
     stats = enhancer.stats(wall_seconds=wall, frames=counts.frames_out)
     segments = [str(p) for p in getattr(writer, "segments", [])]
     stats.update(
-        input=str(src), output=segments if segment else str(dst),
+        input=source.reader.source, output=segments if segment else str(writer.path),
         video={
             "width": info.width, "height": info.height,
             "fps": float(info.fps) if info.fps else None, "vfr": info.vfr,

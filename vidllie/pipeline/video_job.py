@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import numpy as np
 
@@ -23,8 +23,8 @@ if TYPE_CHECKING:
 
 def enhance_video_file(
     enhancer: Enhancer,
-    src: str | os.PathLike,
-    dst: str | os.PathLike,
+    src: str | os.PathLike | BinaryIO,
+    dst: str | os.PathLike | BinaryIO,
     *,
     start: float | None = None,
     end: float | None = None,
@@ -37,6 +37,9 @@ def enhance_video_file(
     progress: Callable[[int, int | None], None] | None = None,
     queue_size: int = 8,
     max_frames: int | None = None,
+    format: str | None = None,
+    input_format: str | None = None,
+    input_options: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """:meth:`Enhancer.enhance_video`: enhance a video file (or URL) into ``dst``; returns the stats dict.
 
@@ -45,16 +48,23 @@ def enhance_video_file(
     under ``dst`` only when complete. ``progress(frames_done, total_or_None)`` is called at
     the start and after every batch written. ``max_frames`` stops after that many frames
     (audio stops with them).
+
+    ``src``/``dst`` may be ``"-"`` (standard input/output) or file objects, read and written
+    as streams (see :mod:`vidllie.video.pipes`); ``format`` names the output container
+    (default: from the suffix, Matroska for a stream; ``"rawvideo"`` for bare frames),
+    ``input_format``/``input_options`` the demuxer and its options (e.g. "rawvideo" with
+    :func:`~vidllie.video.pipes.raw_video_options`).
     """
     enhancer.reset()
     enhancer.reset_stats()
     t_start = time.perf_counter()
-    with VideoReader(src, start=start, end=end, max_frames=max_frames) as reader:
+    with VideoReader(src, start=start, end=end, max_frames=max_frames, format=input_format,
+                     options=input_options) as reader:
         info = reader.info
         offset = info.start_time if (start or end is not None) else 0.0
         writer = VideoWriter(
             dst, info, codec=codec, crf=crf, preset=preset, pix_fmt=pix_fmt, audio=audio,
-            time_offset=offset, overwrite=overwrite,
+            time_offset=offset, overwrite=overwrite, format=format,
         )
         total = info.estimated_frames
         done = 0
@@ -82,7 +92,7 @@ def enhance_video_file(
     wall = time.perf_counter() - t_start
     stats = enhancer.stats(wall_seconds=wall, frames=counts.frames_out)
     stats.update(
-        input=str(src), output=str(dst),
+        input=reader.source, output=str(writer.path),
         video={
             "width": info.width, "height": info.height,
             "fps": float(info.fps) if info.fps else None, "vfr": info.vfr,

@@ -46,24 +46,28 @@ class LiveSource:
     def __init__(self, source: str | os.PathLike, *, start: float | None = None,
                  end: float | None = None, stop: threading.Event | None = None,
                  reconnect: int = 5, reconnect_wait: float = 2.0,
-                 options: dict[str, str] | None = None, audio: bool = True) -> None:
+                 options: dict[str, str] | None = None, audio: bool = True,
+                 format: str | None = None) -> None:
         if start is not None and start < 0:
             raise InputError(f"start must be >= 0 seconds (got {start})")
         if end is not None and (end <= 0 or (start is not None and end <= start)):
             raise InputError(f"end must be after start (start={start}, end={end})")
-        self.source = os.fspath(source)
+        self.source = source if hasattr(source, "read") else os.fspath(source)
         self.start, self.end = start or 0.0, end
         self.stop = stop or threading.Event()
         self.reconnect, self.reconnect_wait = max(0, reconnect), reconnect_wait
         self._options, self._audio = options, audio
-        self._seekable = not is_url(self.source)
+        # URLs and pipes (standard input, file objects) cannot seek: the window is counted here.
+        piped = not isinstance(self.source, str) or self.source == "-"
+        self._seekable = not (piped or is_url(self.source))
         if self._seekable:  # a file: the reader seeks to the window itself
             self.reader = VideoReader(self.source, start=start, end=end, passthrough=audio)
             self.start, self.end = 0.0, None
         else:
-            self.reader = VideoReader(self.source, options=options, passthrough=audio)
+            self.reader = VideoReader(self.source, options=options, passthrough=audio, format=format)
         self.info = self.reader.info
-        self.endless = not self._seekable and is_endless(self.info)
+        # Only a URL can be reopened; a pipe that ends has ended.
+        self.endless = not piped and not self._seekable and is_endless(self.info)
         self.reconnects = 0
         self.gaps: list[float] = []  # seconds missing at each reconnect
         self.frames = 0

@@ -9,13 +9,14 @@ import weakref
 from collections import deque
 from fractions import Fraction
 from pathlib import Path
-from typing import Iterator
+from typing import BinaryIO, Iterator
 
 import av
 from av.video.reformatter import ColorRange, Colorspace, Interpolation
 
 from ..errors import InputError
 from .info import Frame, PassthroughPacket, StreamInfo, VideoInfo, warn
+from .pipes import borrow_input, check_pipe_input, pipe_mp4_error
 
 _URL = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
 _MP4_SUFFIXES = {".mp4", ".m4v", ".mov", ".3gp", ".m4a"}
@@ -108,7 +109,7 @@ def _close_open_readers() -> None:
 
 
 class VideoReader:
-    """Decode a video file or URL frame by frame.
+    """Decode a video file, URL, standard input (``"-"``) or file object frame by frame.
 
     ``start``/``end`` (seconds, from the start of the video stream) trim to [start, end): seek to
     the keyframe before ``start``, decode and drop earlier frames, stop at the first frame
@@ -124,14 +125,19 @@ class VideoReader:
     (a mid-stream resolution change) are scaled to it, with a warning.
     Video timestamps that jump back (joined segments) are shifted to follow on; repeated or
     backward frame times are replaced by the previous one plus a frame period, with a warning.
+    ``format``: the demuxer, when it cannot be guessed (e.g. "rawvideo", with ``options`` from
+    :func:`~vidllie.video.pipes.raw_video_options`). Standard input and file objects are read as
+    a stream (no seeking unless the object is seekable and at its start; ``start`` then decodes
+    and drops); the object is never closed here.
     """
 
-    def __init__(self, source: str | os.PathLike, *, start: float | None = None,
+    def __init__(self, source: str | os.PathLike | BinaryIO, *, start: float | None = None,
                  end: float | None = None, threads: str | int = "AUTO",
                  options: dict[str, str] | None = None, allow_hdr: bool = False,
                  passthrough: bool = True, max_frames: int | None = None,
-                 size: tuple[int, int] | None = None) -> None:
-        self.source = os.fspath(source)
+                 size: tuple[int, int] | None = None, format: str | None = None) -> None:
+        self._pipe = borrow_input(source)
+        self.source = self._pipe.name if self._pipe is not None else os.fspath(source)
         self._want_size = size
         if max_frames is not None and max_frames < 1:
             raise InputError(f"max_frames must be >= 1 (got {max_frames})")
@@ -144,15 +150,18 @@ class VideoReader:
         if end is not None and (end <= 0 or (start is not None and end <= start)):
             raise InputError(f"end must be after start (start={start}, end={end})")
         opts = {str(k): str(v) for k, v in (options or {}).items()}
-        url = is_url(self.source)
-        if url:
+        url = self._pipe is None and is_url(self.source)
+        if self._pipe is not None:
+            check_pipe_input(self._pipe)
+        elif url:
             if self.source.lower().startswith(("rtsp://", "rtsps://")):
                 opts.setdefault("rtsp_transport", "tcp")
             opts.setdefault("timeout", "10000000")  # microseconds ("stimeout" is ignored by FFmpeg 8)
         else:
             _check_local(Path(self.source))
         try:
-            self._container = av.open(self.source, mode="r", options=opts)
+            self._container = av.open(self._pipe if self._pipe is not None else self.source,
+                                      mode="r", format=format, options=opts)
         except (av.error.FFmpegError, av.ArgumentError, OSError) as exc:
             raise _open_error(self.source, exc) from None
         _OPEN_READERS.add(self)
@@ -197,7 +206,7 @@ class VideoReader:
         # A trimmed window never reaches before the presentation start (edit-list-hidden frames).
         self._win_start = stream_start + (start or 0.0) if self._trimmed else None
         self._win_end = stream_start + end if end is not None else None
-        if self._win_start:
+        if self._win_start and not (self._pipe is not None and not self._pipe.seekable()):
             try:
                 c.seek(int(self._win_start / self._tb), stream=vs, backward=True)
             except (av.error.FFmpegError, av.ArgumentError) as exc:
@@ -428,6 +437,9 @@ class VideoReader:
             detail = f" ({self._decode_error_msg})" if self._decode_errors else ""
             if self._cut:
                 detail = f" ({self._cut})"
+            if (self._pipe is not None and not self._pipe.seekable()
+                    and "mp4" in self._container.format.name.split(",")):
+                raise pipe_mp4_error(self._pipe)
             raise InputError(f"cannot decode any video frame from {self.source}{detail}")
         self._first_pts, self._first_time = first.pts, float(first.pts * self._tb)
         seen, size = 0, 0
@@ -556,7 +568,8 @@ class VideoReader:
             warn(f"{self.source}: input ends abruptly after {self._index} frames at "
                  f"{last:.3f} s ({self._cut}); processed up to the cut")
             return
-        if self._trimmed and self._win_end is not None or last is None or is_url(self.source):
+        if (self._trimmed and self._win_end is not None or last is None or is_url(self.source)
+                or self._pipe is not None):
             return
         info = self.info
         if info.container == "mpegts":

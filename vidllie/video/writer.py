@@ -8,6 +8,7 @@ import secrets
 import weakref
 from fractions import Fraction
 from pathlib import Path
+from typing import BinaryIO
 
 import av
 import numpy as np
@@ -15,6 +16,7 @@ from av.video.reformatter import ColorPrimaries, ColorRange, Colorspace, ColorTr
 
 from ..errors import OutputError
 from .info import PassthroughPacket, StreamInfo, VideoInfo, warn
+from .pipes import borrow_output, open_output, write_error
 from .reader import _one_line, is_url
 
 _INTERP = Interpolation.BILINEAR | Interpolation.ACCURATE_RND
@@ -83,21 +85,57 @@ class VideoWriter:
     Without ``overwrite`` the final rename never replaces a file that appeared at ``path``
     during the run: the finished result is then kept beside it and an OutputError says where.
     Create the writer while the reader is open (its streams are the audio templates).
+    ``path`` may also be ``"-"`` (standard output) or a writable file object: then ``format``
+    names the container (default Matroska; MP4/MOV cannot stream), there is no temp file or
+    rename, and a failure leaves the stream cut where it failed, without trailer (see
+    :mod:`vidllie.video.pipes`). ``format`` also overrides the suffix of a path.
+    ``format="rawvideo"`` writes bare frames (codec rawvideo, ``pix_fmt`` default rgb24, no
+    timestamps, no audio: it is left out with a warning).
     """
 
-    def __init__(self, path: str | os.PathLike, info: VideoInfo, *, codec: str | None = None,
+    def __init__(self, path: str | os.PathLike | BinaryIO, info: VideoInfo, *,
+                 codec: str | None = None,
                  crf: int | None = 18, preset: str | None = "medium", pix_fmt: str | None = None,
                  audio: bool = True, time_offset: float = 0.0, overwrite: bool = False,
-                 options: dict[str, str] | None = None) -> None:
-        self.path = Path(os.fspath(path))
+                 options: dict[str, str] | None = None, format: str | None = None) -> None:
+        self._pipe = borrow_output(path)
+        self.path = Path(self._pipe.name if self._pipe is not None else os.fspath(path))
         self.info = info
         self._container = None
         self._closed = False
         self._frames = 0
         self._last_pts: int | None = None
-        self._check_target(overwrite)
+        self._tmp = self._finalizer = None
         self._overwrite = overwrite
         self._offset_requested = bool(time_offset)
+        if self._pipe is not None:
+            self._container = open_output(self._pipe, format)
+        else:
+            self._open_file(overwrite, format)
+        if self._container.format.name == "rawvideo":
+            codec, audio = "rawvideo", self._raw_audio(audio)
+        try:
+            self._setup_video(codec, crf, preset, pix_fmt, options or {})
+            self._setup_passthrough(audio)
+            try:  # open encoders + write the header now: bad settings fail before any decoding
+                self._container.start_encoding()
+            except (*_FFMPEG_ERRORS, OSError) as exc:
+                raise write_error(self._pipe, f"cannot start writing {self.path} with {codec}/"
+                                  f"{self.pix_fmt}", _one_line(exc)) from None
+        except BaseException:
+            self.abort()
+            raise
+        self._offset = time_offset
+
+    def _raw_audio(self, audio: bool) -> bool:
+        if audio and self.info.audio:
+            warn(f"raw video output carries no audio: {len(self.info.audio)} audio stream(s) "
+                 "left out (write matroska or nut to keep it)")
+        return False
+
+    def _open_file(self, overwrite: bool, format: str | None) -> None:
+        """Create the hidden temp file beside ``self.path`` and open the container on it."""
+        self._check_target(overwrite)
         self._tmp = str(self.path.parent / f".{self.path.stem}.{secrets.token_hex(4)}.part"
                         f"{self.path.suffix}")
         # If the writer is dropped without close()/abort() (crash), never leave the temp file.
@@ -109,7 +147,7 @@ class VideoWriter:
                               f"({exc.strerror})") from None
         self._finalizer = weakref.finalize(self, _remove, self._tmp)
         try:
-            self._container = av.open(self._tmp, mode="w")
+            self._container = av.open(self._tmp, mode="w", format=format)
         except ValueError as exc:  # no muxer for this suffix
             self._finalizer()
             raise OutputError(f"cannot write {self.path}: unknown container format for suffix "
@@ -117,20 +155,14 @@ class VideoWriter:
         except (*_FFMPEG_ERRORS, OSError) as exc:
             self._finalizer()
             raise OutputError(f"cannot create {self.path}: {_one_line(exc)}") from None
-        try:
-            self._setup_video(codec, crf, preset, pix_fmt, options or {})
-            self._setup_passthrough(audio)
-            try:  # open encoders + write the header now: bad settings fail before any decoding
-                self._container.start_encoding()
-            except (*_FFMPEG_ERRORS, OSError) as exc:
-                raise OutputError(f"cannot start writing {self.path} with {codec}/"
-                                  f"{self.pix_fmt}: {_one_line(exc)}") from None
-        except BaseException:
-            self.abort()
-            raise
-        self._offset = time_offset
 
     # ------------------------------------------------------------------ checks / set-up
+    @property
+    def _kind(self) -> str:
+        """What the output is, for messages: its suffix, or its container for a stream."""
+        return self.path.suffix or (self._container.format.name.split(",")[0]
+                                    if self._container is not None else "the output")
+
     def _check_target(self, overwrite: bool) -> None:
         p = self.path
         src = self.info.source
@@ -157,13 +189,13 @@ class VideoWriter:
             raise OutputError(f"unknown video encoder '{codec}' (try libx264 or libx265)") from None
         allowed = [c for c in _ONLY_ENCODERS.get(fmt, ()) if c in av.codecs_available]
         if allowed and canonical not in {av.Codec(c, "w").canonical_name for c in allowed}:
-            raise OutputError(f"{codec} ({canonical}) cannot go in {self.path.suffix}: use "
+            raise OutputError(f"{codec} ({canonical}) cannot go in {self._kind}: use "
                               f"--codec {' or '.join(allowed)} (or leave --codec unset), or write "
                               ".mp4/.mkv")
         self.codec = codec
         odd = info.width % 2 or info.height % 2
         if pix_fmt is None:
-            pix_fmt = "yuv420p"
+            pix_fmt = "rgb24" if codec == "rawvideo" else "yuv420p"
             h, v = _subsampled(pix_fmt)
             if (h and info.width % 2) or (v and info.height % 2):
                 # 4:2:0 cannot hold an odd size; keep every pixel rather than crop or pad.
@@ -179,7 +211,7 @@ class VideoWriter:
         try:
             vs = out.add_stream(codec, rate=info.fps or Fraction(25))
         except (*_FFMPEG_ERRORS, ValueError) as exc:
-            raise OutputError(f"cannot use encoder '{codec}' in {self.path.suffix}: "
+            raise OutputError(f"cannot use encoder '{codec}' in {self._kind}: "
                               f"{_one_line(exc)}") from None
         vs.width, vs.height = info.width, info.height
         try:
@@ -243,17 +275,17 @@ class VideoWriter:
             elif s.kind == "audio":
                 target = _audio_fallback(self._container)
                 if target is None:
-                    raise OutputError(f"{self.path.suffix} cannot hold the input's {s.codec} audio "
+                    raise OutputError(f"{self._kind} cannot hold the input's {s.codec} audio "
                                       "nor AAC/Opus; write .mkv (keeps it unchanged) or pass "
                                       "audio=False")
                 label = "AAC" if target == "aac" else "Opus"
-                warn(f"{self.path.suffix} cannot hold {s.codec} audio ({refusal}): re-encoding "
+                warn(f"{self._kind} cannot hold {s.codec} audio ({refusal}): re-encoding "
                      f"stream #{s.index} to {label}; write .mkv to keep the original audio "
                      "unchanged")
                 self._reencode[s.index] = _AacReencoder(self._container, s, target)
                 self._map[s.index] = self._reencode[s.index].stream
             else:
-                warn(f"{self.path.suffix} cannot hold {s.codec} subtitles ({refusal}): "
+                warn(f"{self._kind} cannot hold {s.codec} subtitles ({refusal}): "
                      f"stream #{s.index} is left out; write .mkv to keep it")
 
     # ------------------------------------------------------------------ writing
@@ -295,7 +327,7 @@ class VideoWriter:
             for p in self._vs.encode(frame):
                 self._container.mux(p)
         except (*_FFMPEG_ERRORS, OSError) as exc:
-            raise OutputError(f"cannot write {self.path}: {_one_line(exc)}") from None
+            raise write_error(self._pipe, f"cannot write {self.path}", _one_line(exc)) from None
         self._last_pts = out_pts
         self._frames += 1
 
@@ -321,7 +353,8 @@ class VideoWriter:
                 pkt.stream = ost
                 self._container.mux(pkt)
         except (*_FFMPEG_ERRORS, OSError) as exc:
-            raise OutputError(f"cannot write audio to {self.path}: {_one_line(exc)}") from None
+            raise write_error(self._pipe, f"cannot write audio to {self.path}",
+                              _one_line(exc)) from None
 
     @property
     def frames_written(self) -> int:
@@ -342,8 +375,10 @@ class VideoWriter:
                         self._container.mux(p)
                 self._container.close()
             except (*_FFMPEG_ERRORS, OSError) as exc:
-                raise OutputError(f"cannot finish {self.path}: {_one_line(exc)}") from None
+                raise write_error(self._pipe, f"cannot finish {self.path}", _one_line(exc)) from None
             self._closed = True
+            if self._pipe is not None:
+                return self.path  # a stream: nothing to rename
             try:
                 if self._overwrite:
                     os.replace(self._tmp, self.path)
@@ -383,15 +418,19 @@ class VideoWriter:
                           f"overwrite); the finished result is kept as {kept}")
 
     def abort(self) -> None:
-        """Stop and delete the temp file; nothing appears under the final name."""
+        """Stop and delete the temp file; nothing appears under the final name. (A stream stops
+        where it is: no trailer, no more bytes.)"""
         self._closed = True
+        if self._pipe is not None:
+            self._pipe.abandon()
         if self._container is not None:
             try:
                 self._container.close()
             except Exception:  # noqa: BLE001 - half-written output, we delete it anyway
                 pass
             self._container = None
-        self._finalizer()
+        if self._finalizer is not None:
+            self._finalizer()
 
     def __enter__(self) -> "VideoWriter":
         return self
