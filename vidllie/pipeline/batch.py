@@ -240,10 +240,18 @@ class JobProgress:
 
             self.job = tqdm(total=total_files, desc="job", unit="file", file=sys.stderr, dynamic_ncols=True,
                             bar_format="{desc}: {n_fmt}/{total_fmt} files |{bar}| {postfix}")
-            self.bars = [tqdm(total=0, desc=f"worker {i}", position=i + 1, file=sys.stderr, dynamic_ncols=True,
-                              bar_format="{desc}: {postfix}", leave=False) for i in range(workers)]
         else:
             self.job = None
+        self.add_workers(workers)
+
+    def add_workers(self, n: int) -> None:
+        """One line per worker (added once the pool's size is known)."""
+        if self.job is None or self.bars:
+            return
+        from tqdm import tqdm
+
+        self.bars = [tqdm(total=0, desc=f"worker {i}", position=i + 1, file=sys.stderr, dynamic_ncols=True,
+                          bar_format="{desc}: {postfix}", leave=False) for i in range(n)]
 
     def file_done(self, size: int | None, frames: int) -> None:
         self.files += 1
@@ -331,7 +339,7 @@ def enhance_many(
     inputs: Iterable[str | os.PathLike],
     out_dir: str | os.PathLike | None = None,
     *,
-    workers: int = 0,
+    workers: int | None = 0,
     gpus_per_worker: float | None = None,
     ray_address: str | None = None,
     retry_failed: bool = False,
@@ -348,7 +356,8 @@ def enhance_many(
     Args:
         inputs: files and folders of videos (not streams).
         out_dir: output folder (created); None = beside the inputs (which must share a folder).
-        workers: Ray actors, each with the model loaded once (0 = in this process, no Ray).
+        workers: Ray actors, each with the model loaded once (0 = in this process, no Ray;
+            None with ``ray_address``: one per GPU of the cluster, or one per node without GPUs).
         gpus_per_worker: GPUs each actor reserves (fractions share a GPU); None = 1 where the
             cluster has GPUs and ``device`` is not ``cpu``, else 0.
         ray_address: an existing cluster (``"auto"`` or ``host:port``); None starts a local one.
@@ -375,7 +384,11 @@ def enhance_many(
     unknown = set(video) - set(VIDEO_OPTIONS)
     if unknown:
         raise TypeError(f"unknown options: {sorted(unknown)}")
-    if workers < 0:
+    if workers is None and ray_address is None:
+        workers = 0
+    if workers != 0:
+        _import_ray()  # before anything is written: without Ray, say how to install it
+    if workers is not None and workers < 0:
         raise ValueError(f"workers must be >= 0, got {workers}")
     jobs, manifest_path = plan_batch(inputs, out_dir)
     settings = settings_of(enhance_opts, video)
@@ -421,7 +434,7 @@ def enhance_many(
                          "error": None, "worker": worker, "started": _now()})
         return True
 
-    display = JobProgress(len(todo), sum(t.size or 0 for t in todo), max(1, workers), enabled=progress)
+    display = JobProgress(len(todo), sum(t.size or 0 for t in todo), workers or 0, enabled=progress)
     sizes = {t.input: t.size for t in todo}
     config_dict = {k: getattr(enhance_opts, k) for k in EnhanceConfig.names()}
     plan: dict[str, Any] = {"workers": workers, "gpus_per_worker": 0.0, "cpus_per_worker": None, "per_worker": {}}
@@ -453,7 +466,7 @@ def enhance_many(
             skipped=sum(r["action"] == "skipped" for r in rows), frames=frames, wall_seconds=round(wall, 3),
             fps=round(frames / wall, 3) if wall > 0 else 0.0,
             files_per_hour=round(3600 * n_done / wall, 1) if wall > 0 else 0.0,
-            workers=workers, gpus_per_worker=plan["gpus_per_worker"], cpus_per_worker=plan["cpus_per_worker"],
+            workers=plan["workers"], gpus_per_worker=plan["gpus_per_worker"], cpus_per_worker=plan["cpus_per_worker"],
             manifest=str(manifest_path), per_worker=plan["per_worker"], rows=rows,
         ).to_dict())
     return rows
@@ -461,6 +474,7 @@ def enhance_many(
 
 def _run_here(todo, config, video, start, record, display, sizes, plan) -> None:
     """``workers=0``: the same job in this process, one file after another."""
+    display.add_workers(1)
     worker = FileWorker(config, video)
     name, error, code = worker.ready()
     if error is not None:
@@ -519,6 +533,11 @@ def _drive(ray, todo, config, video, start, record, display, sizes, plan, worker
     cpus, gpus = float(resources.get("CPU", 0)), float(resources.get("GPU", 0))
     if gpus_per_worker is None:
         gpus_per_worker = 1.0 if gpus > 0 and str(config["device"]) != "cpu" else 0.0
+    if workers is None:  # --ray without --workers: the whole cluster
+        alive = sum(1 for node in ray.nodes() if node.get("Alive"))
+        workers = max(1, int(gpus // gpus_per_worker) if gpus_per_worker > 0 else alive)
+    plan["workers"] = workers
+    display.add_workers(workers)
     if gpus_per_worker * workers > gpus + 1e-9:
         raise InputError(f"{workers} workers x {gpus_per_worker:g} GPU need {workers * gpus_per_worker:g} GPUs; "
                          f"the cluster has {gpus:g} (share one with --gpus-per-worker 0.5)")
@@ -572,12 +591,12 @@ def _drive(ray, todo, config, video, start, record, display, sizes, plan, worker
                 row = record(task, result)
                 display.file_done(task.size, row["frames"] if row["status"] == "done" else 0)
                 _tally(plan["per_worker"][names[actor]], row)
-            busy = [a for a, _ in inflight.values()]
+            busy = {a for a, _ in inflight.values()}
             try:
-                snapshots = ray.get([a.progress.remote() for a in busy], timeout=5)
+                polled = dict(zip(busy, ray.get([a.progress.remote() for a in busy], timeout=5)))
             except (ray.exceptions.GetTimeoutError, ray.exceptions.RayActorError):
-                snapshots = []
-            display.update(snapshots + [{"input": None}] * (len(actors) - len(snapshots)), sizes)
+                polled = {}
+            display.update([polled.get(a, {"input": None}) for a in actors], sizes)
     finally:
         for actor in actors:
             ray.kill(actor)
