@@ -39,7 +39,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from vidllie.errors import InputError, OutputError, VidllieError
+from vidllie.errors import DeviceError, InputError, OutputError, VidllieError, WeightsError
 from vidllie.pipeline.jobs import Job, is_url, plan_jobs
 from vidllie.pipeline.options import EnhanceConfig
 
@@ -306,6 +306,7 @@ class BatchSummary:
     gpus_per_worker: float
     cpus_per_worker: float | None
     manifest: str
+    startup_seconds: float | None
     per_worker: dict[str, dict[str, Any]]
     rows: list[dict[str, Any]]
 
@@ -437,7 +438,8 @@ def enhance_many(
     display = JobProgress(len(todo), sum(t.size or 0 for t in todo), workers or 0, enabled=progress)
     sizes = {t.input: t.size for t in todo}
     config_dict = {k: getattr(enhance_opts, k) for k in EnhanceConfig.names()}
-    plan: dict[str, Any] = {"workers": workers, "gpus_per_worker": 0.0, "cpus_per_worker": None, "per_worker": {}}
+    plan: dict[str, Any] = {"workers": workers, "gpus_per_worker": 0.0, "cpus_per_worker": None, "per_worker": {},
+                            "startup_seconds": None, "t0": t0}
     try:
         if todo and workers == 0:
             _run_here(todo, config_dict, video, start, record, display, sizes, plan)
@@ -467,7 +469,7 @@ def enhance_many(
             fps=round(frames / wall, 3) if wall > 0 else 0.0,
             files_per_hour=round(3600 * n_done / wall, 1) if wall > 0 else 0.0,
             workers=plan["workers"], gpus_per_worker=plan["gpus_per_worker"], cpus_per_worker=plan["cpus_per_worker"],
-            manifest=str(manifest_path), per_worker=plan["per_worker"], rows=rows,
+            manifest=str(manifest_path), startup_seconds=plan["startup_seconds"], per_worker=plan["per_worker"], rows=rows,
         ).to_dict())
     return rows
 
@@ -480,6 +482,7 @@ def _run_here(todo, config, video, start, record, display, sizes, plan) -> None:
     if error is not None:
         raise worker.error  # type: ignore[misc]
     plan["per_worker"][name] = {"files": 0, "frames": 0, "busy_seconds": 0.0}
+    plan["startup_seconds"] = round(time.perf_counter() - plan["t0"], 3)
     for task in todo:
         if not start(task, name):
             display.file_done(task.size, 0)
@@ -513,7 +516,7 @@ def _run_on_ray(todo, config, video, start, record, display, sizes, plan, *, wor
     if not ray.is_initialized():
         import logging
 
-        kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "logging_level": logging.WARNING}
+        kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "logging_level": logging.ERROR}
         if ray_address is None:
             kwargs["num_cpus"] = os.cpu_count() or 1
         try:
@@ -562,6 +565,7 @@ def _drive(ray, todo, config, video, start, record, display, sizes, plan, worker
                 raise _error_of(code, error)
             names[actor] = name
             plan["per_worker"][name] = {"files": 0, "frames": 0, "busy_seconds": 0.0}
+        plan["startup_seconds"] = round(time.perf_counter() - plan["t0"], 3)  # Ray start, model loads
         queue = deque(todo)
         idle = list(actors)
         inflight: dict[Any, tuple[Any, FileTask]] = {}
@@ -603,9 +607,8 @@ def _drive(ray, todo, config, video, start, record, display, sizes, plan, worker
 
 
 def _error_of(code: int, message: str) -> VidllieError:
-    from vidllie import errors
-
-    for cls in (errors.InputError, errors.OutputError, errors.WeightsError, errors.DeviceError):
+    """A worker's start-up error (sent as text and exit code) as the driver's own exception."""
+    for cls in (InputError, OutputError, WeightsError, DeviceError):
         if cls.exit_code == code:
             return cls(message)
     return VidllieError(message)
