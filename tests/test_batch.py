@@ -71,6 +71,7 @@ def test_two_workers_make_four_faithful_outputs(ray_local, model, clips, tmp_pat
     summary: dict = {}
     rows = enhance_many([clips], out, workers=2, model=model, summary=summary, **FAST)
     assert [r["status"] for r in rows] == ["done"] * 4 and [r["action"] for r in rows] == ["enhanced"] * 4
+    assert {(r["model"], r["device"], r["torch_threads"]) for r in rows} == {("micro", "cpu", 1)}  # 2 CPUs / 2 workers
     assert outputs(out) == ["a_enhanced.mp4", "b_enhanced.mp4", "c_enhanced.mkv", "d_enhanced.mp4", MANIFEST_NAME]
     for name in FRAMES:
         assert_faithful(clips / name, out / (Path(name).stem + "_enhanced" + Path(name).suffix))
@@ -177,3 +178,8 @@ def test_in_process_job_uses_the_same_manifest(model, clips, tmp_path):
     rows = enhance_many([clips / "a.mp4", clips / "b.mp4"], out, workers=0, model=model, threads=1, **FAST)
     assert [r["action"] for r in rows] == ["enhanced", "skipped"]
     assert_faithful(clips / "a.mp4", out / "a_enhanced.mp4")
+    # A job-level problem (the model file is missing) stops the job before any file, in one line.
+    from vidllie.errors import WeightsError
+
+    with pytest.raises(WeightsError, match="not found"):
+        enhance_many([clips / "a.mp4"], tmp_path / "out2", workers=0, model=tmp_path / "missing.safetensors")

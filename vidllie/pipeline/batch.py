@@ -178,7 +178,8 @@ class FileWorker:
         try:
             from vidllie.pipeline.enhancer import Enhancer
 
-            self.enhancer = Enhancer(config=EnhanceConfig.from_dict(config))
+            options = EnhanceConfig.from_dict(config)
+            self.enhancer = Enhancer(options.model, config=options)  # model: Enhancer's own argument wins
         except VidllieError as err:  # reported once by the driver (e.g. missing weights)
             self.error = err
 
@@ -211,7 +212,8 @@ class FileWorker:
                 if self.error is not None:
                     raise self.error
                 stats = enhance_video_file(self.enhancer, src, dst, overwrite=overwrite, progress=progress, **self.video)
-                result.update(status="done", frames=stats["frames"], fps=stats["fps"])
+                result.update(status="done", frames=stats["frames"], fps=stats["fps"], model=stats["model"]["name"],
+                              device=stats["device"], torch_threads=stats["torch_threads"])
             except VidllieError as err:
                 result.update(status="failed", error=str(err), exit_code=err.exit_code)
             except Exception as err:  # a bug or a library error on one file: report it, keep going
@@ -239,7 +241,7 @@ class JobProgress:
             from tqdm import tqdm
 
             self.job = tqdm(total=total_files, desc="job", unit="file", file=sys.stderr, dynamic_ncols=True,
-                            bar_format="{desc}: {n_fmt}/{total_fmt} files |{bar}| {postfix}")
+                            bar_format="{desc}: {n_fmt}/{total_fmt} files |{bar}|{postfix}")
         else:
             self.job = None
         self.add_workers(workers)
@@ -250,8 +252,8 @@ class JobProgress:
             return
         from tqdm import tqdm
 
-        self.bars = [tqdm(total=0, desc=f"worker {i}", position=i + 1, file=sys.stderr, dynamic_ncols=True,
-                          bar_format="{desc}: {postfix}", leave=False) for i in range(n)]
+        self.bars = [tqdm(total=0, desc=f"worker {i}: starting", position=i + 1, file=sys.stderr, dynamic_ncols=True,
+                          bar_format="{desc}", leave=False) for i in range(n)]
 
     def file_done(self, size: int | None, frames: int) -> None:
         self.files += 1
@@ -273,13 +275,13 @@ class JobProgress:
         if self.job is not None:
             eta_text = "?" if eta is None else time.strftime("%H:%M:%S", time.gmtime(max(0.0, eta)))
             self.job.set_postfix_str(f"{figures['fps']:.2f} frames/s, ETA {eta_text}")
-            for bar, s in zip(self.bars, snapshots):
+            for i, (bar, s) in enumerate(zip(self.bars, snapshots)):
                 if s.get("input"):
                     fps = s["frames"] / max(1e-6, time.time() - s["started"]) if s.get("started") else 0.0
                     total = s["total"] if s.get("total") else "?"
-                    bar.set_postfix_str(f"{Path(s['input']).name} {s['frames']}/{total} frames, {fps:.2f} fps")
+                    bar.set_description_str(f"worker {i}: {Path(s['input']).name} {s['frames']}/{total} frames, {fps:.2f} fps")
                 else:
-                    bar.set_postfix_str("idle")
+                    bar.set_description_str(f"worker {i}: idle")
         return figures
 
     def close(self) -> None:
@@ -416,6 +418,7 @@ def enhance_many(
                "status": result["status"], "output": task.output, "frames": result.get("frames", 0),
                "seconds": result.get("seconds"), "error": result.get("error"),
                "exit_code": result.get("exit_code", 0), "worker": result.get("worker"),
+               **{k: result[k] for k in ("model", "device", "torch_threads") if k in result},
                "warnings": result.get("warnings", []), "finished": _now()}
         manifest.append(row)
         results[task.input] = row
