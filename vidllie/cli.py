@@ -198,7 +198,7 @@ def _enhance_batch(inputs, output, *, yes, quiet, stats_json, workers, gpus_per_
         except ValueError as err:
             raise typer.BadParameter(str(err)) from None
         for row in rows:
-            for message in row.get("warnings") or []:
+            for message in (row.get("warnings") or []) if row.get("action") in ("enhanced", "failed") else []:
                 _say(f"vidllie: warning: {Path(row['input']).name}: {message}")
         if not quiet:
             _say(format_summary(rows))
