@@ -4,7 +4,7 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "Enhancer", "enhance_video"]
+__all__ = ["__version__", "Enhancer", "enhance_video", "enhance_many"]
 
 
 def __getattr__(name: str):
@@ -13,4 +13,8 @@ def __getattr__(name: str):
         from vidllie.pipeline import enhancer
 
         return getattr(enhancer, name)
+    if name == "enhance_many":
+        from vidllie.pipeline.batch import enhance_many
+
+        return enhance_many
     raise AttributeError(f"module 'vidllie' has no attribute {name!r}")

@@ -134,9 +134,32 @@ def enhance(
     threads: Optional[int] = typer.Option(ENHANCE.threads, "--threads", min=1, help="Torch CPU threads (default: all cores; fewer on a machine shared with busy processes)."),
     stats_json: Optional[Path] = typer.Option(None, "--stats-json", help="Write per-stage timings, fps, cache hit rate, memory and versions here."),
     quiet: bool = typer.Option(False, "-q", "--quiet", help="No progress bar or summary."),
+    workers: Optional[int] = typer.Option(None, "--workers", min=0, help="Batch job on N Ray workers, each loading the model once (pip install \"vidllie[ray]\"); 0 = the same job in this process. Resumable: a manifest beside the outputs skips finished files on a re-run."),
+    gpus_per_worker: Optional[float] = typer.Option(None, "--gpus-per-worker", min=0.0, help="GPUs per worker (0.5: two share one; default 1 where there are GPUs, else 0)."),
+    ray_address: Optional[str] = typer.Option(None, "--ray", metavar="ADDRESS", help="Run the batch job on an existing Ray cluster: 'auto' or host:port (default: a local Ray instance)."),
+    retry_failed: bool = typer.Option(False, "--retry-failed", help="Batch job: also redo files that failed before on the same input and settings."),
+    force: bool = typer.Option(False, "--force", help="Batch job: redo every file, even finished ones."),
 ) -> None:
     """Enhance videos; audio is copied unchanged, timestamps are kept."""
+    if workers is not None or ray_address is not None:
+        stream_options = {"--segment": segment, "--duration": duration, "--format": out_format,
+                          "--input-format": input_format, "--size": size, "--rate": rate}
+        if given := [k for k, v in stream_options.items() if v is not None] or [i for i in inputs if i == "-"]:
+            with user_errors():
+                raise typer.BadParameter(f"batch jobs (--workers/--ray) take files and folders: not {', '.join(given)}")
+        return _enhance_batch(
+            inputs, output, yes=yes, quiet=quiet, stats_json=stats_json, workers=workers,
+            gpus_per_worker=gpus_per_worker, ray_address=ray_address, retry_failed=retry_failed, force=force,
+            options=dict(
+                model=model, dino=dino, device=device, precision=precision, batch_size=batch_size, chunk=chunk,
+                tile_overlap=tile_overlap, temporal=temporal, dino_cache=dino_cache,
+                cache_threshold=cache_threshold, cache_max_age=cache_max_age, compile=compile, threads=threads,
+                start=start, end=end, codec=codec, crf=crf, preset=preset, pix_fmt=pix_fmt, audio=not no_audio,
+            ),
+        )
     with user_errors(), contextlib.ExitStack() as claims:
+        if retry_failed or force or gpus_per_worker is not None:
+            raise typer.BadParameter("--retry-failed, --force and --gpus-per-worker belong to batch jobs (--workers N)")
         from vidllie.pipeline.enhancer import Enhancer
         from vidllie.pipeline.interrupts import Interrupted, exit_code, signal_name, signals_finish, signals_interrupt
         from vidllie.pipeline.jobs import check_output_file, is_pipe, is_url, parse_time, plan_jobs
@@ -249,6 +272,37 @@ def _pipe_options(jobs, out_format, input_format, size, rate, pix_fmt) -> tuple[
     if any(is_pipe(j.src) for j in jobs) and sys.stdin.isatty():
         raise InputError("standard input is a terminal: pipe a video in (... | vidllie enhance - -o ...)")
     return kw, pix_fmt
+
+
+def _enhance_batch(inputs, output, *, yes, quiet, stats_json, workers, gpus_per_worker, ray_address,
+                   retry_failed, force, options) -> None:
+    """``enhance --workers N`` / ``--ray``: the resumable batch job (``vidllie.pipeline.batch``)."""
+    with user_errors():
+        from vidllie.pipeline.batch import enhance_many, format_summary
+        from vidllie.pipeline.jobs import parse_time
+
+        options.update(start=parse_time(options["start"]), end=parse_time(options["end"]))
+        summary: dict = {}
+        try:
+            rows = enhance_many(
+                inputs, output, workers=workers, gpus_per_worker=gpus_per_worker,
+                ray_address=ray_address, retry_failed=retry_failed, force=force, overwrite=yes,
+                progress=not quiet, summary=summary, **options,
+            )
+        except ValueError as err:
+            raise typer.BadParameter(str(err)) from None
+        for row in rows:
+            for message in (row.get("warnings") or []) if row.get("action") in ("enhanced", "failed") else []:
+                _say(f"vidllie: warning: {Path(row['input']).name}: {message}")
+        if not quiet:
+            _say(format_summary(rows))
+            _say(f"{summary['frames']} frames in {summary['wall_seconds']:.1f} s: {summary['fps']:.2f} frames/s, "
+                 f"{summary['files_per_hour']:.0f} files/hour; manifest {summary['manifest']}")
+        if stats_json is not None:
+            _write_json(stats_json, summary)
+        failed = [r for r in rows if r.get("status") == "failed"]
+        if failed:
+            raise typer.Exit(failed[0].get("exit_code") or 1)
 
 
 @app.command()

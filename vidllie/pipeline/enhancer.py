@@ -68,11 +68,13 @@ class Enhancer:
     """
 
     def __init__(
-        self, model: str | os.PathLike | nn.Module = DEFAULTS.model, *, config: EnhanceConfig | None = None,
+        self, model: str | os.PathLike | nn.Module | None = None, *, config: EnhanceConfig | None = None,
         **options: Any,
     ) -> None:
         base = {} if config is None else {k: getattr(config, k) for k in EnhanceConfig.names()}
-        self.options = EnhanceConfig.from_dict({**base, "model": model, **options})
+        if model is not None:  # else config's model, else the default
+            base["model"] = model
+        self.options = EnhanceConfig.from_dict({**base, **options})
         opts = self.options
         self.device = resolve_device(opts.device)
         self.dtype = resolve_precision(opts.precision, self.device)
