@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import statistics
 import sys
@@ -27,7 +28,8 @@ REPO = Path(__file__).resolve().parents[1]
 STAGES = {1: REPO / "configs" / "train" / "fast.yaml", 2: REPO / "configs" / "train" / "fast-stage2.yaml"}
 FINAL = STAGES[max(STAGES)]
 WEIGHTS = REPO / "vidllie" / "weights" / "fast.safetensors"
-IMAGES = REPO.parent / "shared" / "images"
+# ../shared beside the repo (VIDLLIE_SHARED elsewhere, e.g. from a git worktree)
+IMAGES = Path(os.environ.get("VIDLLIE_SHARED", REPO.parent / "shared")) / "images"
 # The two held-out splits of docs/synthesis.md: today's degradation, global exposure / night light.
 SPLITS = {"heldout": [], "heldout-nightlight": ["--light-prob", "1"]}
 HELDOUT_DEGRADATION = REPO / "configs" / "train" / "default.yaml"
@@ -99,8 +101,8 @@ def cmd_smoke(args) -> int:
     for stage, path in sorted(STAGES.items()):
         cfg = load_train_config(path)
         crop = args.crop or cfg.data.crop
-        over = {"steps": args.steps, "log_every": 1, "val_every": 10**9, "checkpoint_every": 10**9, "progress": False,
-                "optim": {"warmup_steps": 5}, "data": {"crop": crop, "val_limit": 2, "val_crop": 128}}
+        over = {"steps": args.steps, "log_every": 1, "threads": args.threads or cfg.threads, "val_every": 10**9, "checkpoint_every": 10**9, "progress": False,
+                "optim": {"warmup_steps": 5}, "data": {"images": str(IMAGES), "crop": crop, "val_limit": 2, "val_crop": 128}}
         if cfg.init_from:
             over["init_from"] = str(root / "stage1-a" / "final_ema.safetensors")
         a = train(path, overrides={**over, "output_dir": str(root / f"stage{stage}-a")})
@@ -116,7 +118,7 @@ def cmd_smoke(args) -> int:
             "config": str(path.relative_to(REPO)), "crop": crop, "batch": cfg.data.batch_size, "steps": a["step"],
             "s_per_step": round(a["train_time_s"] / a["step"], 3),
             "s_per_step_median": round(statistics.median(r["s_per_step"] for r in rows[1:]), 3),
-            "loss_first_quarter": round(statistics.mean(r["loss"] for r in rows[:k]), 4),
+            "threads": over["threads"], "loss_first_quarter": round(statistics.mean(r["loss"] for r in rows[:k]), 4),
             "loss_last_quarter": round(statistics.mean(r["loss"] for r in rows[-k:]), 4),
             "resume_exact": exact, "resumed_step": b["step"], "hardware": a["hardware"],
             "planned_steps": cfg.steps,
@@ -143,6 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("smoke")
     p.add_argument("--steps", type=int, default=30)
     p.add_argument("--crop", type=int, default=None, help="crop size (default: each stage's own)")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: each stage's own)")
     args = ap.parse_args(argv)
     return {"train": cmd_train, "pairs": cmd_pairs, "export": cmd_export, "evaluate": cmd_evaluate,
             "smoke": cmd_smoke}[args.cmd](args)
