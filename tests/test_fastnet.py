@@ -187,3 +187,19 @@ def test_fast_training_with_a_teacher_resumes_exactly(tmp_path):
     assert load_model(tmp_path / "a" / "final_ema.safetensors").config.name == "fast"
     with pytest.raises(InputError, match="teacher"):
         train({**_fast_config(images, tmp_path / "c"), "teacher": None})
+
+
+def test_fast_training_configs_are_valid():
+    from pathlib import Path
+
+    from vidllie.train.config import load_train_config
+
+    folder = Path(__file__).resolve().parents[1] / "configs" / "train"
+    stage1, stage2 = load_train_config(folder / "fast.yaml"), load_train_config(folder / "fast-stage2.yaml")
+    nightlight = load_train_config(folder / "fast-nightlight.yaml")
+    assert stage1.model == stage2.model == "fast" and stage1.teacher == "quality" and stage1.loss.teacher > 0
+    assert stage2.init_from == f"{stage1.output_dir}/final_ema.safetensors" and stage2.loss.teacher == 0
+    assert stage1.data.degradation == stage2.data.degradation == nightlight.data.degradation
+    assert stage1.data.degradation.light_prob > 0 and stage1.data.degradation.mono_prob > 0
+    size = build_model("fast").size_multiple
+    assert stage1.data.crop % size == 0 and stage2.data.crop % size == 0  # no padding inside
