@@ -37,7 +37,7 @@ class RestormerConfig:
     # additionally a per-pixel 3x4 colour transform predicted at the working resolution, upsampled
     # bilinearly and applied to the full-resolution input before the residual is added
     # (out = A(x) [x; 1] + r). A smooth local gain/colour map keeps detail that a network running at
-    # 1/4 resolution cannot carry through its channels, and fits spatially varying night light.
+    # 1/4 or 1/8 resolution cannot carry through its channels, and fits spatially varying light.
     output_head: OutputHead = "residual"
 
     def __post_init__(self) -> None:
