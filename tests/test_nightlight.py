@@ -79,7 +79,8 @@ def test_training_config_for_the_next_model_is_valid():
     from vidllie.train.trainer import load_train_config
 
     cfg = load_train_config(Path(__file__).resolve().parents[1] / "configs" / "train" / "fast-nightlight.yaml")
-    d = DegradeConfig.from_dict(cfg["data"]["degradation"])
+    d = cfg.data.degradation  # load_train_config builds the typed DegradeConfig
+    assert isinstance(d, DegradeConfig)
     assert 0 < d.light_prob < 1 and 0 < d.mono_prob < 1
 
 
