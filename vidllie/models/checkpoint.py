@@ -24,6 +24,16 @@ from vidllie.models.guided_restormer import GuidedRestormer
 
 FORMAT = "vidllie-model/1"
 DEFAULT_MODEL = "default"
+QUALITY_MODEL = "quality"
+# Bundled models by name (files in vidllie/weights/). `quality` is the network bundled since the
+# first release (tiny-unguided, 7.2 GMAC per 640x360 frame), kept by name so a new default can be
+# compared with it in one run; `default` is what everything uses unless told otherwise. Until the
+# fast model (configs/train/fast.yaml) is trained both name the same file; the swap is one line,
+# the `DEFAULT_MODEL:` entry below (-> "fast.safetensors").
+BUNDLED_MODELS = {
+    QUALITY_MODEL: "default.safetensors",
+    DEFAULT_MODEL: "default.safetensors",
+}
 
 
 def _weights_dir() -> Path:
@@ -91,11 +101,13 @@ def write_safetensors(tensors: dict[str, torch.Tensor], path: str | Path, metada
 
 
 def resolve_checkpoint(name_or_path: str | Path | None) -> Path:
-    """The checkpoint file for ``default``/None (the bundled model) or a path."""
-    if name_or_path is None or str(name_or_path) == DEFAULT_MODEL:
-        path = _weights_dir() / "default.safetensors"
+    """The checkpoint file for a bundled model's name (``default``/None, ``quality``; see
+    :data:`BUNDLED_MODELS`) or a path."""
+    name = DEFAULT_MODEL if name_or_path is None else str(name_or_path)
+    if name in BUNDLED_MODELS:
+        path = _weights_dir() / BUNDLED_MODELS[name]
         if not path.is_file():
-            raise WeightsError(f"the bundled default model is missing from the install ({path})")
+            raise WeightsError(f"the bundled {name} model is missing from the install ({path})")
         return path
     path = Path(name_or_path).expanduser()
     if path.is_dir():
@@ -122,7 +134,7 @@ def read_checkpoint_metadata(path: str | Path) -> dict[str, str]:
 
 
 def load_model(name_or_path: str | Path | None = DEFAULT_MODEL, *, map_location: str | torch.device = "cpu") -> GuidedRestormer:
-    """Load a checkpoint written by :func:`save_model` (``default`` = the bundled model)."""
+    """Load a checkpoint written by :func:`save_model` (``default``, ``quality``: bundled models)."""
     path = resolve_checkpoint(name_or_path)
     meta = read_checkpoint_metadata(path)
     if meta.get("format") != FORMAT or "config" not in meta:

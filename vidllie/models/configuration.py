@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 GuidanceLevels = Literal["none", "latent", "multiscale"]
 GuidanceMode = Literal["modulation", "cross_attention"]
+OutputHead = Literal["residual", "affine"]
 
 
 @dataclass
@@ -32,10 +33,20 @@ class RestormerConfig:
     # end: the whole network then runs at 1/s resolution. 1 is the paper's network; the CPU
     # variant uses 2.
     pixel_unshuffle: int = 1
+    # How the output is formed. "residual": input + the network's output (the paper's). "affine":
+    # additionally a per-pixel 3x4 colour transform predicted at the working resolution, upsampled
+    # bilinearly and applied to the full-resolution input before the residual is added
+    # (out = A(x) [x; 1] + r). A smooth local gain/colour map keeps detail that a network running at
+    # 1/4 or 1/8 resolution cannot carry through its channels, and fits spatially varying light.
+    output_head: OutputHead = "residual"
 
     def __post_init__(self) -> None:
         if self.pixel_unshuffle < 1:
             raise ValueError("pixel_unshuffle must be >= 1")
+        if self.output_head not in ("residual", "affine"):
+            raise ValueError(f"output_head must be residual or affine, not {self.output_head!r}")
+        if self.output_head == "affine" and not self.in_channels == self.out_channels == 3:
+            raise ValueError("output_head affine needs 3 input and 3 output channels")
         self.num_blocks = tuple(self.num_blocks)
         self.heads = tuple(self.heads)
         if len(self.num_blocks) != 4 or len(self.heads) != 4:

@@ -42,6 +42,25 @@ ACTIVATION_FACTOR = 40
 # (level 1: enc1, the 2*dim decoder input and output, the upsampled map; deeper levels add about
 # half of that again).
 CHUNKED_MAP_FACTOR = 12
+# The affine output head's full-resolution maps per input pixel, in elements: 12 upsampled
+# coefficients, the 3x3 products and the output.
+AFFINE_HEAD_ELEMENTS = 24
+
+
+def apply_affine(coeffs: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Per-pixel colour transform ``x + A x + b``: coeffs (B, 12, H, W) = 9 entries of A (row-major)
+    then 3 of b, x (B, 3, H, W) -> (B, 3, H, W). Zero coefficients are the identity.
+
+    Example:
+        >>> x = torch.rand(1, 3, 4, 5)
+        >>> torch.equal(apply_affine(torch.zeros(1, 12, 4, 5), x), x)
+        True
+    """
+    if coeffs.shape[1] != 12 or x.shape[1] != 3 or coeffs.shape[-2:] != x.shape[-2:]:
+        raise ValueError(f"expected coeffs (B, 12, H, W) and x (B, 3, H, W), got {tuple(coeffs.shape)}, {tuple(x.shape)}")
+    b, _, h, w = x.shape
+    matrix = coeffs[:, :9].reshape(b, 3, 3, h, w)  # (B, out, in, H, W)
+    return x + (matrix * x.unsqueeze(1)).sum(dim=2) + coeffs[:, 9:]
 
 
 class ChannelLayerNorm(nn.Module):
@@ -193,6 +212,11 @@ class Restormer(nn.Module):
         self.decoder_level1 = _stage(d * 2, nb[0], heads[0], config)
         self.refinement = _stage(d * 2, config.num_refinement_blocks, heads[0], config)
         self.output = nn.Conv2d(d * 2, config.out_channels * s * s, 3, padding=1, bias=config.bias)
+        if config.output_head == "affine":
+            # Zero-initialised: the transform starts as the identity (the residual network).
+            self.affine = nn.Conv2d(d * 2, 12, 3, padding=1)
+            nn.init.zeros_(self.affine.weight)
+            nn.init.zeros_(self.affine.bias)
 
     def forward(
         self, x: torch.Tensor, level_hook: LevelHook | None = None, run_stage: StageRunner | None = None
@@ -231,10 +255,17 @@ class Restormer(nn.Module):
         dec1 = torch.cat([self.up2_1(dec2), enc1], dim=1)  # (B, 2d, H, W)
         del dec2, enc1
         dec1 = hook("dec1", run(self.decoder_level1, dec1))
-        out = self.output(run(self.refinement, dec1))  # (B, C_out*s*s, H, W)
+        refined = run(self.refinement, dec1)  # (B, 2d, H, W)
+        out = self.output(refined)  # (B, C_out*s*s, H, W)
         if s > 1:
             out = F.pixel_shuffle(out, s)  # (B, C_out, H*s, W*s)
-        if self.config.in_channels == self.config.out_channels:
+        if self.config.output_head == "affine":
+            coeffs = self.affine(refined)  # (B, 12, H, W): a colour transform per working pixel
+            if s > 1:
+                # Smooth at full resolution; the detail comes from x itself.
+                coeffs = F.interpolate(coeffs, size=x.shape[-2:], mode="bilinear", align_corners=False)
+            out = out + apply_affine(coeffs.to(x.dtype), x)
+        elif self.config.in_channels == self.config.out_channels:
             out = out + x
         return out
 
@@ -247,4 +278,7 @@ class Restormer(nn.Module):
         (:data:`CHUNKED_MAP_FACTOR` x dim).
         """
         factor = CHUNKED_MAP_FACTOR if chunked else ACTIVATION_FACTOR
-        return factor * self.config.dim * element_size / self.config.pixel_unshuffle**2
+        per_pixel = factor * self.config.dim * element_size / self.config.pixel_unshuffle**2
+        if self.config.output_head == "affine":
+            per_pixel += AFFINE_HEAD_ELEMENTS * element_size
+        return per_pixel

@@ -94,6 +94,7 @@ class TrainConfig:
     name: str = "run"
     model: str | ModelConfig = "tiny-unguided"  # variant name, model YAML path, or a model config
     init_from: str | None = None  # a model checkpoint to start from (fine-tuning)
+    teacher: str | None = None  # a model (checkpoint, `quality`, `default`) to distil from: loss.teacher > 0
     seed: int = 0
     output_dir: str | None = None  # default runs/<name>
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
@@ -232,6 +233,8 @@ def load_train_config(config: str | Path | dict | TrainConfig, overrides: dict |
         raise InputError("training config: set data.images (synthetic pairs) or data.paired (a LOL folder)")
     if d.crop % 16:
         raise InputError(f"training config: data.crop must be a multiple of 16, got {d.crop}")
+    if cfg.loss.teacher > 0 and not cfg.teacher:
+        raise InputError("training config: loss.teacher > 0 needs a teacher model (teacher: quality | PATH)")
     return cfg
 
 

@@ -68,6 +68,32 @@ def temporal_consistency(pred: torch.Tensor, target: torch.Tensor, eps: float = 
     return charbonnier(pred[:, 1:] - pred[:, :-1], target[:, 1:] - target[:, :-1], eps)
 
 
+def distillation(pred: torch.Tensor, teacher: torch.Tensor, target: torch.Tensor, min_psnr: float = 0.0,
+                 eps: float = 1e-3) -> torch.Tensor:
+    """Charbonnier between the student's and a teacher's output, on the samples where the teacher
+    is right: its PSNR against the target is at least ``min_psnr`` dB (0: every sample). A
+    teacher that misjudges some scenes (the bundled model on pools of night light) then teaches
+    only what it knows; no sample qualifying gives 0. Averaged over the qualifying samples.
+
+    Example:
+        >>> target = torch.full((2, 3, 8, 8), 0.5)
+        >>> teacher = torch.stack([target[0], target[1] * 0])      # right on sample 0 only
+        >>> student = torch.zeros(2, 3, 8, 8)
+        >>> round(distillation(student, teacher, target, min_psnr=20.0).item(), 3)   # sample 0 only
+        0.499
+    """
+    _check_pair(pred, teacher)
+    _check_pair(pred, target)
+    pred, teacher, target = _flat(pred), _flat(teacher), _flat(target)
+    teacher = teacher.detach()
+    per_sample = kornia.losses.charbonnier_loss(pred / eps, teacher / eps, reduction="none").mean(dim=(1, 2, 3)) * eps
+    if min_psnr <= 0:
+        return per_sample.mean()
+    mse = (teacher.float() - target.float()).square().mean(dim=(1, 2, 3))
+    keep = (-10.0 * torch.log10(mse.clamp_min(1e-10)) >= min_psnr).to(per_sample.dtype)
+    return (per_sample * keep).sum() / keep.sum().clamp_min(1.0)
+
+
 def differentiable(dino: DinoFn) -> DinoFn:
     """``dino`` as a callable with autograd on.
 
@@ -149,6 +175,10 @@ class LossConfig:
     dino_layers: tuple[int, ...] = (-2, -1)  # indices into the list ``dino(x)`` returns
     dino_weights: tuple[float, ...] = (0.5, 1.0)
     temporal: float = 0.0
+    # Distillation from the training config's `teacher` model (see :func:`distillation`): weight,
+    # and the teacher's per-sample PSNR against the target below which a sample is not distilled.
+    teacher: float = 0.0
+    teacher_min_psnr: float = 0.0
 
     @classmethod
     def from_dict(cls, data: dict | None) -> LossConfig:
@@ -165,7 +195,8 @@ class LossConfig:
 class RestorationLoss(nn.Module):
     """The weighted sum of the configured terms; ``forward`` returns ``(total, {name: value})``.
 
-    ``low`` is needed for the DINO term; clips (B, T, 3, H, W) enable the temporal term.
+    ``low`` is needed for the DINO term, ``teacher`` (the teacher's output) for the distillation
+    term; clips (B, T, 3, H, W) enable the temporal term.
 
     Example:
         >>> crit = RestorationLoss(LossConfig(charbonnier=1.0, ssim=0.5))
@@ -184,7 +215,8 @@ class RestorationLoss(nn.Module):
                 raise ValueError("the DINO loss weight is > 0 but no DINO backbone was given")
             self.dino_loss = DinoContrastiveLoss(dino, self.config.dino_layers, self.config.dino_weights)
 
-    def forward(self, pred: torch.Tensor, target: torch.Tensor, low: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+    def forward(self, pred: torch.Tensor, target: torch.Tensor, low: torch.Tensor | None = None,
+                teacher: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
         c = self.config
         parts: dict[str, torch.Tensor] = {}
         if c.charbonnier > 0:
@@ -198,6 +230,10 @@ class RestorationLoss(nn.Module):
             if low is None:
                 raise ValueError("the DINO contrastive loss needs the low-light input")
             parts["dino"] = c.dino * self.dino_loss(pred, target, low)
+        if c.teacher > 0:
+            if teacher is None:
+                raise ValueError("the distillation loss weight is > 0 but no teacher output was given")
+            parts["teacher"] = c.teacher * distillation(pred, teacher, target, c.teacher_min_psnr)
         if c.temporal > 0 and pred.ndim == 5:
             parts["temporal"] = c.temporal * temporal_consistency(pred, target)
         if not parts:

@@ -214,6 +214,13 @@ class TrainingRun:
         if model.config.guided or cfg.loss.dino > 0:
             self.dino, dino_params = build_dino(model.config, cfg.dino, device)
         self.criterion = RestorationLoss(cfg.loss, self.dino)
+        self.teacher = None
+        if cfg.loss.teacher > 0:
+            # Frozen and deterministic (an unguided model, eval mode): it draws no random numbers,
+            # so resuming stays exact and nothing of it is checkpointed.
+            self.teacher = load_model(cfg.teacher).to(device).eval().requires_grad_(False)
+            if self.teacher.config.guided:
+                raise InputError(f"teacher {cfg.teacher}: a DINO-guided teacher is not supported; use an unguided model")
         self.data = TrainingData(cfg.data)
 
         # optimisation
@@ -278,14 +285,22 @@ class TrainingRun:
                 maps = differentiable(self.dino)(low) if self.lora else self.dino(low)  # LoRA needs grads
         return self.model(low, dino_maps=maps)
 
+    def teach(self, low: torch.Tensor) -> torch.Tensor | None:
+        """The teacher's clamped output for the distillation term (None without a teacher)."""
+        if self.teacher is None:
+            return None
+        with torch.no_grad():
+            return self.teacher(low).float().clamp(0.0, 1.0)
+
     def loss(self, low, high, clips) -> tuple[torch.Tensor, dict[str, float]]:
         with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
             pred = self.forward(low)
-            loss, parts = self.criterion(pred.float(), high, low)
+            loss, parts = self.criterion(pred.float(), high, low, self.teach(low))
             if clips is not None:
                 clow, chigh = (t.to(self.device) for t in clips)
                 cpred = self.forward(clow.flatten(0, 1)).float().reshape(chigh.shape)
-                closs, cparts = self.criterion(cpred, chigh, clow)
+                cteach = self.teach(clow.flatten(0, 1))
+                closs, cparts = self.criterion(cpred, chigh, clow, None if cteach is None else cteach.reshape(chigh.shape))
                 loss = loss + closs
                 for k, v in cparts.items():
                     parts[k] = parts.get(k, 0.0) + v
@@ -339,7 +354,7 @@ class TrainingRun:
 
     def loss_names(self) -> list[str]:
         lc = self.cfg.loss
-        return [k for k in ("charbonnier", "l1", "ssim", "dino", "temporal")
+        return [k for k in ("charbonnier", "l1", "ssim", "dino", "teacher", "temporal")
                 if getattr(lc, k) > 0 and (k != "temporal" or self.data.clips is not None)]
 
     def summary(self, status: str) -> dict[str, Any]:

@@ -1,0 +1,155 @@
+"""Train, export and check the next default model (issue 11): `fast` on night-light data.
+
+    python scripts/train_fast.py train [--stage 1|2] [--resume]  # vidllie train --config configs/train/fast.yaml / fast-stage2.yaml
+    python scripts/train_fast.py pairs                 # held-out pairs: runs/heldout (global) and runs/heldout-nightlight
+    python scripts/train_fast.py export                # stage 2's final EMA -> vidllie/weights/fast.safetensors
+    python scripts/train_fast.py evaluate [--model M]  # both held-out splits, M (default: the export) and `quality`
+    python scripts/train_fast.py smoke [--steps 30]    # a short run of each stage on small crops: s/step, loss, exact resume
+
+Making it the default is then one line: ``BUNDLED_MODELS["default"] = "fast.safetensors"`` in
+vidllie/models/checkpoint.py. Reads ../shared at run time; nothing from it is copied into the repo.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import sys
+from pathlib import Path
+
+import torch
+
+from vidllie.train.config import load_train_config
+
+REPO = Path(__file__).resolve().parents[1]
+STAGES = {1: REPO / "configs" / "train" / "fast.yaml", 2: REPO / "configs" / "train" / "fast-stage2.yaml"}
+FINAL = STAGES[max(STAGES)]
+WEIGHTS = REPO / "vidllie" / "weights" / "fast.safetensors"
+# ../shared beside the repo (VIDLLIE_SHARED elsewhere, e.g. from a git worktree)
+IMAGES = Path(os.environ.get("VIDLLIE_SHARED", REPO.parent / "shared")) / "images"
+# The two held-out splits of docs/synthesis.md: today's degradation, global exposure / night light.
+SPLITS = {"heldout": [], "heldout-nightlight": ["--light-prob", "1"]}
+HELDOUT_DEGRADATION = REPO / "configs" / "train" / "default.yaml"
+
+
+def cmd_train(args) -> int:
+    from vidllie.train.trainer import train
+
+    print(json.dumps(train(STAGES[args.stage], resume=args.resume), indent=2))
+    return 0
+
+
+def cmd_pairs(args) -> int:
+    sys.path.insert(0, str(REPO / "scripts"))
+    import make_pairs
+
+    for split, extra in SPLITS.items():
+        out = REPO / "runs" / split
+        if (out / "params.json").is_file():
+            print(f"{out} exists, kept")
+            continue
+        make_pairs.main([str(IMAGES), str(out), "--split", "val", "--degradation", str(HELDOUT_DEGRADATION), *extra])
+    return 0
+
+
+def cmd_export(args) -> int:
+    from vidllie.models import load_model, save_model
+
+    run = REPO / load_train_config(FINAL).output_dir
+    model = load_model(run / "final_ema.safetensors")
+    stages = []
+    for stage, path in sorted(STAGES.items()):
+        summary = json.loads((REPO / load_train_config(path).output_dir / "summary.json").read_text())
+        stages.append({"config": str(path.relative_to(REPO)), "steps": summary["step"],
+                       "train_time_s": summary["train_time_s"], "hardware": summary["hardware"]})
+    out = Path(args.out) if args.out else WEIGHTS
+    save_model(model, out, {"description": "vidllie fast: tiny Restormer at 1/4 resolution + affine colour head, "
+                                           "EMA weights, trained on synthetic night pairs with night light",
+                            "stages": stages, "steps": sum(s["steps"] for s in stages)})
+    print(f"wrote {out} ({out.stat().st_size / 1e6:.2f} MB)")
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from vidllie.train.evaluate import evaluate, format_table
+
+    out_dir = REPO / load_train_config(FINAL).output_dir
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for model in (args.model or str(WEIGHTS), "quality"):
+        for split in SPLITS:
+            tag = Path(model).stem if model != "quality" else "quality"
+            results = evaluate(model, REPO / "runs" / split, progress=True, json_path=out_dir / f"eval_{split}_{tag}.json")
+            table = format_table(results)
+            (out_dir / f"eval_{split}_{tag}.txt").write_text(table + "\n")
+            print(f"{model} on {split}:\n{table}\n")
+    return 0
+
+
+def cmd_smoke(args) -> int:
+    """Each stage for a few steps on small crops, interrupted halfway and resumed: prints s/step and
+    the loss at the start and the end; fails unless the resumed run equals the straight one."""
+    from safetensors.torch import load_file
+
+    from vidllie.train.trainer import train
+
+    root = REPO / "runs" / "fast-smoke"
+    shutil.rmtree(root, ignore_errors=True)
+    report = {}
+    for stage, path in sorted(STAGES.items()):
+        cfg = load_train_config(path)
+        crop = args.crop or cfg.data.crop
+        over = {"steps": args.steps, "log_every": 1, "threads": args.threads or cfg.threads, "val_every": 10**9, "checkpoint_every": 10**9, "progress": False,
+                "optim": {"warmup_steps": 5}, "data": {"images": str(IMAGES), "crop": crop, "val_limit": 2, "val_crop": 128}}
+        if cfg.init_from:
+            over["init_from"] = str(root / "stage1-a" / "final_ema.safetensors")
+        a = train(path, overrides={**over, "output_dir": str(root / f"stage{stage}-a")})
+        train(path, overrides={**over, "output_dir": str(root / f"stage{stage}-b")}, stop_after=args.steps // 2)
+        b = train(path, resume=True, overrides={**over, "output_dir": str(root / f"stage{stage}-b")})
+        ta = load_file(str(root / f"stage{stage}-a" / "checkpoint.safetensors"))
+        tb = load_file(str(root / f"stage{stage}-b" / "checkpoint.safetensors"))
+        exact = ta.keys() == tb.keys() and all(torch.equal(ta[k], tb[k]) for k in ta)
+        rows = [json.loads(x) for x in (root / f"stage{stage}-a" / "log.jsonl").read_text().splitlines()]
+        rows = [r for r in rows if r["kind"] == "train"]
+        k = max(1, len(rows) // 4)
+        report[f"stage {stage}"] = {
+            "config": str(path.relative_to(REPO)), "crop": crop, "batch": cfg.data.batch_size, "steps": a["step"],
+            "s_per_step": round(a["train_time_s"] / a["step"], 3),
+            "s_per_step_median": round(statistics.median(r["s_per_step"] for r in rows[1:]), 3),
+            "threads": over["threads"], "loss_first_quarter": round(statistics.mean(r["loss"] for r in rows[:k]), 4),
+            "loss_last_quarter": round(statistics.mean(r["loss"] for r in rows[-k:]), 4),
+            "resume_exact": exact, "resumed_step": b["step"], "hardware": a["hardware"],
+            "planned_steps": cfg.steps,
+            "estimated_full_run_h": round(cfg.steps * statistics.median(r["s_per_step"] for r in rows[1:]) / 3600, 2),
+        }
+        if not exact:
+            raise SystemExit(f"stage {stage}: the resumed run differs from the straight one")
+    print(json.dumps(report, indent=2))
+    (root / "smoke.json").write_text(json.dumps(report, indent=2) + "\n")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    p = sub.add_parser("train")
+    p.add_argument("--stage", type=int, choices=sorted(STAGES), default=1)
+    p.add_argument("--resume", action="store_true")
+    sub.add_parser("pairs")
+    p = sub.add_parser("export")
+    p.add_argument("--out", default=None)
+    p = sub.add_parser("evaluate")
+    p.add_argument("--model", default=None, help="checkpoint (default: the exported weights)")
+    p = sub.add_parser("smoke")
+    p.add_argument("--steps", type=int, default=30)
+    p.add_argument("--crop", type=int, default=None, help="crop size (default: each stage's own)")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: each stage's own)")
+    args = ap.parse_args(argv)
+    return {"train": cmd_train, "pairs": cmd_pairs, "export": cmd_export, "evaluate": cmd_evaluate,
+            "smoke": cmd_smoke}[args.cmd](args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

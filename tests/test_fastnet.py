@@ -1,0 +1,205 @@
+"""The fast network of issue 11 (u4 + affine output head), `quality`, and distillation."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from conftest import DINO_HIDDEN
+from test_train import PLAIN, make_image_folder, scene
+from vidllie.errors import InputError
+from vidllie.models import DinoBackbone, ModelConfig, build_model, load_model, variant_config
+from vidllie.models.checkpoint import resolve_checkpoint
+from vidllie.models.chunked import chunked_forward
+from vidllie.models.info import model_macs
+from vidllie.models.restormer import apply_affine
+from vidllie.train.degrade import DegradeConfig, degrade, sample_degradation
+from vidllie.train.losses import LossConfig, RestorationLoss, distillation
+from vidllie.train.trainer import train
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def _randomize_affine(model) -> None:
+    """The affine head is zero-initialised (identity transform); give it weights that matter."""
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for p in model.restormer.affine.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.05)
+
+
+def _guided_fast(dinov3_dir: str) -> ModelConfig:
+    """fast-guided with the tiny random DINOv3 of conftest instead of ViT-S/16."""
+    config = variant_config("fast-guided")
+    return dataclasses.replace(config, dino=dataclasses.replace(
+        config.dino, backbone=dinov3_dir, hidden_size=DINO_HIDDEN, layers=(2, 4), short_side=64))
+
+
+def test_fast_variants_build_and_run_on_odd_sizes():
+    for name in ("fast", "fast-guided"):
+        model = build_model(name).eval()
+        assert model.size_multiple == 64 and model.config.restormer.output_head == "affine"
+        x = torch.rand(2, 3, 37, 53)
+        with torch.inference_mode():
+            y = model(x)
+        assert y.shape == x.shape and torch.isfinite(y).all()
+    # ~3x fewer MACs (2.4 vs 7.2 G) than the quality network at 640x360 (counted, not estimated)
+    assert model_macs(variant_config("fast"), 360, 640) < model_macs(variant_config("tiny-unguided"), 360, 640) / 2.5
+
+
+def test_affine_head_starts_as_the_identity_and_then_acts_per_pixel():
+    torch.manual_seed(0)
+    fast = build_model("fast").eval()
+    residual_config = dataclasses.replace(fast.config, restormer=dataclasses.replace(fast.config.restormer, output_head="residual"))
+    residual = build_model(residual_config).eval()
+    state = {k: v for k, v in fast.state_dict().items() if not k.startswith("restormer.affine.")}
+    residual.load_state_dict(state)  # same parameter names apart from the head
+    x = torch.rand(1, 3, 40, 72)
+    with torch.inference_mode():
+        assert torch.equal(fast(x), residual(x))
+        _randomize_affine(fast)
+        assert (fast(x) - residual(x)).abs().max() > 1e-2
+    # the transform itself: a gain of 2 on every channel doubles the image
+    coeffs = torch.zeros(1, 12, 4, 5)
+    coeffs[:, [0, 4, 8]] = 1.0
+    assert torch.allclose(apply_affine(coeffs, x[..., :4, :5]), 2 * x[..., :4, :5])
+    with pytest.raises(ValueError, match="affine"):
+        variant_config("fast").restormer.__class__(in_channels=4, out_channels=4, output_head="affine")
+
+
+def test_existing_variants_and_bundled_weights_are_unchanged():
+    # No new parameter, residual head: the bundled file loads strictly (load_model checks) and
+    # its config reads back with the residual head.
+    model = load_model("default")
+    assert model.config.restormer.output_head == "residual"
+    assert not any("affine" in k for k in model.state_dict())
+    for name in ("tiny", "tiny-unguided", "small", "restormer"):
+        assert variant_config(name).restormer.output_head == "residual"
+
+
+def test_quality_is_todays_bundled_model():
+    assert resolve_checkpoint("quality") == resolve_checkpoint("default")
+    quality, default = load_model("quality"), load_model("default")
+    assert quality.config.name == "tiny-unguided"
+    assert all(torch.equal(a, b) for a, b in zip(quality.state_dict().values(), default.state_dict().values()))
+
+
+def test_fast_guided_runs_with_dino_and_equals_fast_at_init(dinov3_dir):
+    config = _guided_fast(dinov3_dir)
+    torch.manual_seed(0)
+    guided = build_model(config).eval()
+    plain = build_model("fast").eval()
+    plain.load_state_dict({k: v for k, v in guided.state_dict().items() if k.startswith("restormer.")})
+    _randomize_affine(guided)
+    _randomize_affine(plain)
+    dino = DinoBackbone(config.dino)
+    x = torch.rand(1, 3, 45, 83) * 0.2
+    with torch.inference_mode():
+        maps = dino(x)
+        assert torch.equal(guided(x, dino_maps=maps), plain(x))  # zero-initialised guidance
+        for p in guided.guidance.blocks["latent"].proj_out.parameters():
+            p.normal_(0, 0.1)
+        y = guided(x, dino_maps=maps)
+    assert y.shape == x.shape and (y - plain(x)).abs().max() > 1e-3  # the guidance acts
+
+
+@pytest.mark.parametrize("guided", [False, True])
+def test_fast_chunked_equals_whole_frame(guided, dinov3_dir):
+    torch.manual_seed(0)
+    model = build_model(_guided_fast(dinov3_dir) if guided else "fast").eval()
+    _randomize_affine(model)
+    x = torch.rand(1, 3, 70, 101) * 0.3
+    maps = DinoBackbone(model.config.dino)(x) if guided else None
+    if guided:
+        with torch.no_grad():
+            for p in model.guidance.blocks["latent"].proj_out.parameters():
+                p.normal_(0, 0.1)
+    with torch.inference_mode():
+        want = model(x, dino_maps=maps)
+        got = chunked_forward(model, x, dino_maps=maps, chunk=8)
+    assert (got - want).abs().max().item() <= 1e-4
+
+
+def test_distillation_term():
+    target = scene(2, 16, 16)
+    teacher = torch.stack([target[0], target[1] * 0.2])  # right on sample 0, far off on sample 1
+    pred = torch.zeros_like(target, requires_grad=True)
+    everything, gated = distillation(pred, teacher, target), distillation(pred, teacher, target, min_psnr=25.0)
+    assert gated.item() == pytest.approx(distillation(pred[:1], teacher[:1], target[:1]).item(), rel=1e-6)
+    assert everything.item() < gated.item()  # sample 1's teacher is darker, closer to the zero prediction
+    assert distillation(pred, teacher * 0, target, min_psnr=25.0).item() == 0.0  # no sample qualifies
+    gated.backward()
+    assert pred.grad[0].abs().sum() > 0 and pred.grad[1].abs().sum() == 0
+    crit = RestorationLoss(LossConfig(teacher=0.5, teacher_min_psnr=25.0))
+    total, parts = crit(pred.detach(), target, teacher=teacher)
+    assert sorted(parts) == ["charbonnier", "ssim", "teacher"] and parts["teacher"] == pytest.approx(0.5 * gated.item())
+    with pytest.raises(ValueError, match="teacher"):
+        crit(pred.detach(), target)
+
+
+def test_fast_head_lowers_the_loss_in_a_few_steps():
+    torch.manual_seed(0)
+    config = variant_config("fast")
+    config = dataclasses.replace(config, restormer=dataclasses.replace(
+        config.restormer, dim=8, num_blocks=(1, 1, 1, 1), heads=(1, 1, 2, 2)))
+    model = build_model(config).train()
+    high = scene(4, 32, 32, seed=1)
+    g = torch.Generator().manual_seed(0)
+    low = degrade(high, sample_degradation(4, g, DegradeConfig(**dict(PLAIN, exposure=(0.1, 0.1)))), g)
+    crit = RestorationLoss(LossConfig())
+    opt = torch.optim.AdamW(model.parameters(), 3e-3)
+    losses = []
+    for _ in range(25):
+        loss, _ = crit(model(low), high)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.7 * losses[0]
+
+
+def _fast_config(images, out, steps: int = 4) -> dict:
+    return {
+        "name": "fast-smoke", "model": "fast", "teacher": "quality", "seed": 5, "output_dir": str(out),
+        "device": "cpu", "steps": steps, "checkpoint_every": 100, "val_every": 100, "log_every": 1, "progress": False,
+        "optim": {"lr": 1e-3, "warmup_steps": 1},
+        "data": {"images": str(images), "val_fraction": 0.3, "crop": 64, "batch_size": 2, "val_limit": 1, "val_crop": 64,
+                 "degradation": {"h264_prob": 0.0, "light_prob": 0.5, "mono_prob": 0.2}},
+        "loss": {"teacher": 0.5, "teacher_min_psnr": 15.0},
+    }
+
+
+def test_fast_training_with_a_teacher_resumes_exactly(tmp_path):
+    images = make_image_folder(tmp_path / "imgs", 6)
+    straight = train(_fast_config(images, tmp_path / "a"))
+    assert train(_fast_config(images, tmp_path / "b"), stop_after=2)["step"] == 2
+    resumed = train(_fast_config(images, tmp_path / "b"), resume=True)
+    assert straight["step"] == resumed["step"] == 4
+    a, b = load_file(str(tmp_path / "a" / "checkpoint.safetensors")), load_file(str(tmp_path / "b" / "checkpoint.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert not any("teacher" in k for k in a)  # the frozen teacher is not part of the state
+    rows = [json.loads(line) for line in (tmp_path / "a" / "log.jsonl").read_text().splitlines()]
+    assert all("teacher" in r for r in rows if r["kind"] == "train")
+    assert load_model(tmp_path / "a" / "final_ema.safetensors").config.name == "fast"
+    with pytest.raises(InputError, match="teacher"):
+        train({**_fast_config(images, tmp_path / "c"), "teacher": None})
+
+
+def test_fast_training_configs_are_valid():
+    from pathlib import Path
+
+    from vidllie.train.config import load_train_config
+
+    folder = Path(__file__).resolve().parents[1] / "configs" / "train"
+    stage1, stage2 = load_train_config(folder / "fast.yaml"), load_train_config(folder / "fast-stage2.yaml")
+    nightlight = load_train_config(folder / "fast-nightlight.yaml")
+    assert stage1.model == stage2.model == "fast" and stage1.teacher == "quality" and stage1.loss.teacher > 0
+    assert stage2.init_from == f"{stage1.output_dir}/final_ema.safetensors" and stage2.loss.teacher == 0
+    assert stage1.data.degradation == stage2.data.degradation == nightlight.data.degradation
+    assert stage1.data.degradation.light_prob > 0 and stage1.data.degradation.mono_prob > 0
+    size = build_model("fast").size_multiple
+    assert stage1.data.crop % size == 0 and stage2.data.crop % size == 0  # no padding inside
