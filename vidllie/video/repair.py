@@ -2,7 +2,8 @@
 it: timestamps that jump back (joined segments) continue where they were, repeated or backward
 frame times become the previous one plus a frame period, frames of another size (a mid-stream
 resolution change) are scaled to the first size, and frames an MP4 edit list hides are kept.
-Each repair counts what it did; the reader warns about it.
+Each repair counts what it did; the reader warns about the counts at the end of the input (a
+resolution change is warned about when it happens).
 """
 
 from __future__ import annotations
