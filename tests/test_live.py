@@ -220,3 +220,23 @@ def test_duration_on_a_file_trims_from_start(micro_path, tmp_path):
     assert len(video_times(tmp_path / "f_enhanced.mp4")) == FPS
     r = CliRunner().invoke(app, ["enhance", str(src), "--end", "1", "--duration", "1", "-y"])
     assert r.exit_code != 0 and "not both" in r.output
+
+
+def test_a_deep_output_gets_16_bit_frames_in_live_mode_too(enhancer, tmp_path, monkeypatch):
+    # 8-bit input, 10-bit segments: the enhancer hands over 16-bit frames, as it does for files
+    # (the run decides before the first segment's writer exists).
+    from vidllie.pipeline.live import enhance_live
+
+    src = make_clip(tmp_path / "rec.mkv", width=64, height=48, frames=6, fps=FPS)
+    asked, real = [], enhancer.process_batch
+
+    def spy(images, wide_output=None):
+        asked.append(wide_output)
+        return real(images, wide_output=wide_output)
+
+    monkeypatch.setattr(enhancer, "process_batch", spy)
+    stats = enhance_live(enhancer, src, tmp_path / "deep.mkv", segment=1.0, pix_fmt="yuv420p10le",
+                         preset="ultrafast")
+    assert asked == [True] * 3 and stats["frames"] == 6 and stats["video"]["pix_fmt"] == "yuv420p10le"
+    with av.open(stats["live"]["segments"][0]) as c:
+        assert c.streams.video[0].codec_context.pix_fmt == "yuv420p10le"

@@ -1,4 +1,4 @@
-"""Night-light synthesis (vidllie/train/degrade.py) and grey in, grey out (vidllie/ops/grey.py)."""
+"""Night-light synthesis (vidllie/train/night_light.py, applied by degrade.py) and grey in, grey out (vidllie/ops/grey.py)."""
 
 from __future__ import annotations
 

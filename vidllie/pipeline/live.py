@@ -20,8 +20,6 @@ import threading
 import time
 from typing import Any, Callable
 
-import numpy as np
-
 from vidllie.video.live import LiveSource, SegmentWriter
 from vidllie.video.writer import VideoWriter
 
@@ -54,8 +52,7 @@ def enhance_live(
     ``stats["live"]`` tells how it ended (``stopped_by``: "stop" | "end" | "input"), the
     reconnects and their gaps, and the segment files.
     """
-    from vidllie.pipeline.environment import torch_threads
-    from vidllie.pipeline.streaming import run_stream
+    from vidllie.pipeline.video_job import run_enhancement, run_stats
 
     enhancer.reset()
     enhancer.reset_stats()
@@ -78,46 +75,18 @@ def enhance_live(
         total = None
         if end is not None and info.fps:
             total = max(1, round((end - (start or 0.0)) * float(info.fps)))
-        done = 0
-
-        def on_written(n: int) -> None:
-            nonlocal done
-            done += n
-            if progress is not None:
-                progress(done, total)
-
-        if progress is not None:
-            progress(0, total)
-        out_wide = info.bit_depth > 8
-
-        def process(images: list[np.ndarray]):
-            return enhancer.process_batch(images, wide_output=out_wide)
-
-        with torch_threads(enhancer.threads):
-            counts = run_stream(source.stream(), writer, process, batch_size=enhancer.batch_size,
-                                timer=enhancer.timer, queue_size=queue_size, progress=on_written)
+        counts = run_enhancement(enhancer, source.stream(), writer, info, total=total,
+                                 progress=progress, queue_size=queue_size)
     finally:
         source.close()
-    wall = time.perf_counter() - t_start
-    stats = enhancer.stats(wall_seconds=wall, frames=counts.frames_out)
     segments = [str(p) for p in getattr(writer, "segments", [])]
-    stats.update(
-        input=source.reader.source, output=segments if segment else str(writer.path),
-        video={
-            "width": info.width, "height": info.height,
-            "fps": float(info.fps) if info.fps else None, "vfr": info.vfr,
-            "bit_depth": info.bit_depth, "codec": writer.codec, "pix_fmt": writer.pix_fmt,
-            "crf": crf, "preset": preset, "start": start, "end": end,
-            "passthrough_packets": counts.packets, "audio": audio,
-        },
+    return run_stats(
+        enhancer, counts, t_start, source=source.reader.source,
+        output=segments if segment else str(writer.path), info=info, writer=writer, crf=crf,
+        preset=preset, start=start, end=end, audio=audio,
         live={
             "stopped_by": source.stopped_by, "endless": source.endless,
             "reconnects": source.reconnects, "gaps_s": source.gaps, "segments": segments,
             "segment_seconds": segment,
         },
-        waits={
-            "compute_waiting_for_decode_s": round(counts.wait_decode_s, 4),
-            "compute_waiting_for_encode_s": round(counts.wait_encode_s, 4),
-        },
     )
-    return stats

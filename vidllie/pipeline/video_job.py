@@ -1,21 +1,23 @@
 """One video file (or URL) through an :class:`~vidllie.pipeline.enhancer.Enhancer`: reader,
 writer, the streaming loop and the run's stats. This module owns that wiring;
 :meth:`Enhancer.enhance_video` and :func:`vidllie.enhance_video` call :func:`enhance_video_file`.
+The run loop (:func:`run_enhancement`) and the stats (:func:`run_stats`) are shared with live
+recording (:func:`vidllie.pipeline.live.enhance_live`).
 """
 
 from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 import numpy as np
 
 from vidllie.pipeline.environment import torch_threads
-from vidllie.pipeline.streaming import run_stream
+from vidllie.pipeline.streaming import StreamCounts, run_stream
 from vidllie.pipeline.transfer import bits_per_component
-from vidllie.video import VideoReader, VideoWriter
+from vidllie.video import Frame, PassthroughPacket, VideoInfo, VideoReader, VideoWriter
 
 if TYPE_CHECKING:
     from vidllie.pipeline.enhancer import Enhancer
@@ -66,33 +68,75 @@ def enhance_video_file(
             dst, info, codec=codec, crf=crf, preset=preset, pix_fmt=pix_fmt, audio=audio,
             time_offset=offset, overwrite=overwrite, format=format,
         )
-        total = info.estimated_frames
-        done = 0
+        counts = run_enhancement(enhancer, reader.stream(), writer, info, total=info.estimated_frames,
+                                 progress=progress, queue_size=queue_size)
+    return run_stats(enhancer, counts, t_start, source=reader.source, output=str(writer.path),
+                     info=info, writer=writer, crf=crf, preset=preset, start=start, end=end,
+                     audio=audio)
 
-        def on_written(n: int) -> None:
-            nonlocal done
-            done += n
-            if progress is not None:
-                progress(done, total)
 
+def run_enhancement(
+    enhancer: Enhancer,
+    items: Iterable[Frame | PassthroughPacket],
+    writer: VideoWriter,
+    info: VideoInfo,
+    *,
+    total: int | None,
+    progress: Callable[[int, int | None], None] | None,
+    queue_size: int,
+) -> StreamCounts:
+    """The run loop of files and live inputs: ``items`` (frames and passthrough packets in demux
+    order) through the enhancer's batches into ``writer`` with :func:`run_stream`, which closes
+    the writer on success and aborts it on any error. ``progress(frames_done, total)`` is called
+    at the start and after every batch written.
+    """
+    done = 0
+
+    def on_written(n: int) -> None:
+        nonlocal done
+        done += n
         if progress is not None:
-            progress(0, total)
-        out_wide = info.bit_depth > 8 or bits_per_component(writer.pix_fmt) > 8
+            progress(done, total)
 
-        def process(images: list[np.ndarray]):
-            # 16-bit frames for >8-bit input or output: the writer takes both for any pix_fmt.
-            return enhancer.process_batch(images, wide_output=out_wide)
+    if progress is not None:
+        progress(0, total)
+    out_wide = info.bit_depth > 8 or bits_per_component(writer.pix_fmt) > 8
 
-        # Set torch's thread count once for the run: resizing its pool per batch costs ~10 ms.
-        with torch_threads(enhancer.threads):
-            counts = run_stream(
-                reader.stream(), writer, process, batch_size=enhancer.batch_size, timer=enhancer.timer,
-                queue_size=queue_size, progress=on_written,
-            )
+    def process(images: list[np.ndarray]):
+        # 16-bit frames for >8-bit input or output: the writer takes both for any pix_fmt.
+        return enhancer.process_batch(images, wide_output=out_wide)
+
+    # Set torch's thread count once for the run: resizing its pool per batch costs ~10 ms.
+    with torch_threads(enhancer.threads):
+        return run_stream(
+            items, writer, process, batch_size=enhancer.batch_size, timer=enhancer.timer,
+            queue_size=queue_size, progress=on_written,
+        )
+
+
+def run_stats(
+    enhancer: Enhancer,
+    counts: StreamCounts,
+    t_start: float,
+    *,
+    source: str,
+    output: str | list[str],
+    info: VideoInfo,
+    writer: VideoWriter,
+    crf: int | None,
+    preset: str | None,
+    start: float | None,
+    end: float | None,
+    audio: bool,
+    **extra: Any,
+) -> dict[str, Any]:
+    """The stats dict of a run that began at ``t_start`` (``time.perf_counter()``): the
+    enhancer's timings and counters, then ``input``, ``output``, ``video``, any ``extra``
+    sections and ``waits``."""
     wall = time.perf_counter() - t_start
     stats = enhancer.stats(wall_seconds=wall, frames=counts.frames_out)
     stats.update(
-        input=reader.source, output=str(writer.path),
+        input=source, output=output,
         video={
             "width": info.width, "height": info.height,
             "fps": float(info.fps) if info.fps else None, "vfr": info.vfr,
@@ -100,6 +144,7 @@ def enhance_video_file(
             "crf": crf, "preset": preset, "start": start, "end": end,
             "passthrough_packets": counts.packets, "audio": audio,
         },
+        **extra,
         waits={
             "compute_waiting_for_decode_s": round(counts.wait_decode_s, 4),
             "compute_waiting_for_encode_s": round(counts.wait_encode_s, 4),

@@ -1,4 +1,5 @@
-"""Plain data passed between the reader, the writer and the pipeline."""
+"""Plain data passed between the reader, the writer and the pipeline, and the two message helpers
+all of video/ uses: :func:`warn` (a :class:`VideoWarning`) and :func:`one_line` (an error as one line)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,22 @@ class VideoWarning(UserWarning):
 def warn(message: str) -> None:
     """Emit a one-line :class:`VideoWarning` (Python ``warnings``: the CLI/tests can catch it)."""
     warnings.warn(message, VideoWarning, stacklevel=3)
+
+
+# What PyAV raises for FFmpeg failures (bad data, refused settings, unknown names).
+FFMPEG_ERRORS = (av.error.FFmpegError, av.ArgumentError)
+
+
+def one_line(exc: BaseException) -> str:
+    """FFmpeg errors as 'reason (component: last log line)', anything else as its first line."""
+    if isinstance(exc, av.error.FFmpegError) and exc.strerror:
+        log = getattr(exc, "log", None)
+        text = exc.strerror
+        if log and len(log) == 3 and log[2]:
+            text += f" ({log[1]}: {str(log[2]).strip()})"
+        return text.splitlines()[0]
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
 
 
 @dataclass(frozen=True)

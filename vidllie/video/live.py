@@ -23,7 +23,8 @@ import numpy as np
 
 from ..errors import InputError, OutputError
 from .info import Frame, PassthroughPacket, VideoInfo, warn
-from .reader import VideoReader, is_url
+from .probe import is_url
+from .reader import VideoReader
 from .writer import VideoWriter
 
 
@@ -214,7 +215,9 @@ class SegmentWriter:
         self._pending: list[PassthroughPacket] = []
         self.segments: list[Path] = []
         self._frames = 0
-        self.pix_fmt = None
+        # The requested pixel format until the first segment's writer says what it uses (the
+        # run asks the enhancer for 16-bit frames when it is deeper than 8 bits).
+        self.pix_fmt = writer_options.get("pix_fmt")
         self.codec = None
         folder = self.path.parent  # checked now, not when the first segment is due
         if not folder.is_dir():

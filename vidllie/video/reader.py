@@ -1,10 +1,13 @@
-"""Streaming video reader (PyAV): frames one by one as RGB arrays, plus passthrough packets."""
+"""The video reader (PyAV): the demux/decode loop that gives frames one by one as RGB arrays, in
+demux order with the passthrough (audio, subtitle) packets, over an exact [start, end) window.
+What the input is comes from :mod:`~vidllie.video.probe`; the repairs of awkward input (timestamps,
+resolution changes, hidden frames) from :mod:`~vidllie.video.repair`.
+"""
 
 from __future__ import annotations
 
 import atexit
 import os
-import re
 import weakref
 from collections import deque
 from fractions import Fraction
@@ -12,89 +15,19 @@ from pathlib import Path
 from typing import BinaryIO, Iterator
 
 import av
-from av.video.reformatter import ColorRange, Colorspace, Interpolation
 
 from ..errors import InputError
-from .info import Frame, PassthroughPacket, StreamInfo, VideoInfo, warn
+from .info import Frame, PassthroughPacket, VideoInfo, one_line, warn
 from .pipes import borrow_input, check_pipe_input, pipe_mp4_error
-
-_URL = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
-_MP4_SUFFIXES = {".mp4", ".m4v", ".mov", ".3gp", ".m4a"}
-
-# AVColorSpace -> swscale matrix. 2 (unspecified) is decided by frame height.
-_MATRIX = {
-    1: (Colorspace.ITU709, "bt709"),
-    4: (Colorspace.FCC, "fcc"),
-    5: (Colorspace.ITU601, "bt601"),
-    6: (Colorspace.ITU601, "bt601"),
-    7: (Colorspace.SMPTE240M, "smpte240m"),
-    9: (Colorspace.BT2020, "bt2020"),
-    10: (Colorspace.BT2020, "bt2020"),
-}
-_HDR_TRC = {16: "PQ", 18: "HLG"}  # AVCOL_TRC_SMPTE2084, AVCOL_TRC_ARIB_STD_B67
-# Accurate colour (checked on FFmpeg 8.1): rgb24 needs FULL_CHR_H_INT, else swscale's fast
-# yuv->rgb path is off by ~3 per channel ((250,90,40) -> (246,88,38)); rgb48le must NOT use it,
-# it scrambles green/blue there ((250,90,40) -> (249,0,97)).
-_INTERP_8 = Interpolation.BILINEAR | Interpolation.ACCURATE_RND | Interpolation.FULL_CHR_H_INT
-_INTERP_16 = Interpolation.BILINEAR | Interpolation.ACCURATE_RND
+from .probe import (check_hdr, check_local, guess_fps, is_url, measure_rate, open_error,
+                    passthrough_streams, source_colour, stream_duration, timecode, video_stream)
+from .repair import RgbConverter, TimestampRepair, undiscard
 
 # VFR probe: look at up to this many video packets (or seconds) after the first frame.
 _PROBE_PACKETS = 120
 _PROBE_SECONDS = 4.0
 _PROBE_SECONDS_LIVE = 1.0
 _PROBE_BYTES = 32 << 20
-# A video dts going back by more than this is a discontinuity (concatenated segments, a camera
-# restart): the stream is shifted to continue where it was. Smaller steps back are broken
-# timestamps, handled per frame.
-_JUMP_BACK = 0.1
-
-
-def is_url(source: str) -> bool:
-    return bool(_URL.match(source)) and not source.startswith("file://")
-
-
-def _one_line(exc: BaseException) -> str:
-    """FFmpeg errors as 'reason (component: last log line)', anything else as its first line."""
-    if isinstance(exc, av.error.FFmpegError) and exc.strerror:
-        log = getattr(exc, "log", None)
-        text = exc.strerror
-        if log and len(log) == 3 and log[2]:
-            text += f" ({log[1]}: {str(log[2]).strip()})"
-        return text.splitlines()[0]
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
-
-
-def _check_local(path: Path) -> None:
-    if not path.exists():
-        raise InputError(f"input not found: {path}")
-    if path.is_dir():
-        raise InputError(f"input is a directory, not a video file: {path}")
-    if not os.access(path, os.R_OK):
-        raise InputError(f"input is not readable (permission denied): {path}")
-    if path.stat().st_size == 0:
-        raise InputError(f"input is empty (0 bytes): {path}")
-
-
-def _open_error(source: str, exc: BaseException) -> InputError:
-    """Turn an FFmpeg open failure into one clear line."""
-    path = Path(source)
-    if not is_url(source) and path.suffix.lower() in _MP4_SUFFIXES:
-        with open(path, "rb") as fh:
-            head = fh.read(64)
-        if b"ftyp" in head[:12]:
-            # An MP4 whose index (moov atom, written last) is missing: cut short / never finalised.
-            return InputError(
-                f"cannot read {source}: the MP4 is incomplete (no 'moov' index: the file was cut "
-                "short or never finalised); re-copy it, or record to .mkv/.ts which survive a cut")
-    if isinstance(exc, av.error.InvalidDataError):
-        return InputError(f"cannot read {source}: not a video file FFmpeg can read "
-                          f"({_one_line(exc)})")
-    return InputError(f"cannot open {source}: {_one_line(exc)}")
-
-
-def _is_cover_art(stream: av.stream.Stream) -> bool:
-    return bool(stream.disposition & av.stream.Disposition.attached_pic)
 
 
 # Readers still open at interpreter exit are closed by an atexit hook, while PyAV is intact: a
@@ -158,12 +91,12 @@ class VideoReader:
                 opts.setdefault("rtsp_transport", "tcp")
             opts.setdefault("timeout", "10000000")  # microseconds ("stimeout" is ignored by FFmpeg 8)
         else:
-            _check_local(Path(self.source))
+            check_local(Path(self.source))
         try:
             self._container = av.open(self._pipe if self._pipe is not None else self.source,
                                       mode="r", format=format, options=opts)
         except (av.error.FFmpegError, av.ArgumentError, OSError) as exc:
-            raise _open_error(self.source, exc) from None
+            raise open_error(self.source, exc) from None
         _OPEN_READERS.add(self)
         try:
             self._setup(start, end, threads, allow_hdr, passthrough, url)
@@ -174,32 +107,12 @@ class VideoReader:
     # ------------------------------------------------------------------ set-up
     def _setup(self, start, end, threads, allow_hdr, passthrough, url) -> None:
         c = self._container
-        videos = [s for s in c.streams.video if not _is_cover_art(s)]
-        if not videos:
-            kinds = ", ".join(f"{s.type} ({s.codec_context.name if s.codec_context else '?'})"
-                              for s in c.streams) or "nothing"
-            raise InputError(f"no video stream in {self.source} (it has: {kinds})")
-        vs = videos[0]
-        if vs.codec_context is None:
-            raise InputError(f"unsupported video codec in {self.source}: this FFmpeg build has "
-                             "no decoder for it; convert it first (e.g. to H.264)")
-        self._vs = vs
+        vs = self._vs = video_stream(c, self.source)
         cc = vs.codec_context
         cc.thread_type = "AUTO"
         cc.thread_count = 0 if str(threads).upper() == "AUTO" else int(threads)
         self._tb = Fraction(vs.time_base) if vs.time_base else Fraction(1, 90000)
-
-        self._pass: dict[int, StreamInfo] = {}
-        if passthrough:
-            for s in list(c.streams.audio) + list(c.streams.subtitles):
-                ctx = s.codec_context
-                name = ctx.codec.canonical_name if ctx is not None else "unknown"
-                self._pass[s.index] = StreamInfo(
-                    index=s.index, kind=s.type, codec=name,
-                    time_base=Fraction(s.time_base) if s.time_base else Fraction(1, 1000),
-                    sample_rate=getattr(ctx, "sample_rate", None) if s.type == "audio" else None,
-                    channels=getattr(ctx, "channels", None) if s.type == "audio" else None,
-                    language=s.metadata.get("language"), template=s, reader=self)
+        self._pass = passthrough_streams(c, self) if passthrough else {}
 
         stream_start = float(vs.start_time * self._tb) if vs.start_time is not None else 0.0
         self._trimmed = start is not None or end is not None
@@ -211,9 +124,9 @@ class VideoReader:
                 c.seek(int(self._win_start / self._tb), stream=vs, backward=True)
             except (av.error.FFmpegError, av.ArgumentError) as exc:
                 if url:
-                    raise InputError(f"cannot seek in {self.source}: {_one_line(exc)}") from None
+                    raise InputError(f"cannot seek in {self.source}: {one_line(exc)}") from None
                 # Unseekable file: decode from the start and drop (slow but exact).
-                warn(f"seek failed in {self.source} ({_one_line(exc)}); decoding from the start")
+                warn(f"seek failed in {self.source} ({one_line(exc)}); decoding from the start")
 
         self._events: deque = deque()
         self._demux = c.demux([vs, *[s.template for s in self._pass.values()]])
@@ -223,90 +136,39 @@ class VideoReader:
         self._corrupt = 0
         self._dropped_before = 0
         self._index = 0
-        self._last_pts: int | None = None
         self._video_done = False
         self._pass_done: set[int] = set()
         self._last_time: float | None = None
-        self._shift: dict[int, int] = {}  # per stream: ticks added after a discontinuity
-        self._last_dts: dict[int, tuple[int, int]] = {}  # per stream: (dts, duration) seen last
-        self._jumps = 0
-        self._synthesized = 0
-        self._rescaled = 0
+        self._times = TimestampRepair(vs, self._tb)
         first = self._preroll()
         # Every frame comes out at the first size (or the one asked for).
-        self._size = tuple(self._want_size) if self._want_size else (first.width, first.height)
+        size = tuple(self._want_size) if self._want_size else (first.width, first.height)
 
         trc = cc.color_trc if cc.color_trc != 2 else first.color_trc
-        hdr = _HDR_TRC.get(trc)
-        if hdr and not allow_hdr:
-            raise InputError(f"{self.source} is HDR ({hdr} transfer): vidllie enhances SDR video "
-                             "only; tone-map it to SDR BT.709 first (or pass allow_hdr=True to "
-                             "process the code values as-is)")
-        if hdr:
-            warn(f"{self.source} is HDR ({hdr}); processing code values as-is, no tone mapping")
+        hdr = check_hdr(self.source, trc, allow_hdr)
+        colour = source_colour(first, cc)
+        self._rgb = RgbConverter(self.source, size, colour, self._tb)
 
-        # Colour: the tags on the first frame win over the stream's (they are what was decoded).
-        self._deep = first.format.components[0].bits > 8  # -> uint16 images
-        self._rgb_src = first.format.is_rgb or first.format.name in ("pal8", "gray", "gray16le")
-        space = first.colorspace if first.colorspace != 2 else cc.colorspace
-        if space in _MATRIX:
-            self._matrix, matrix_name = _MATRIX[space]
-        elif first.height >= 720:
-            self._matrix, matrix_name = Colorspace.ITU709, "bt709"  # untagged HD: BT.709
-        else:
-            self._matrix, matrix_name = Colorspace.ITU601, "bt601"  # untagged SD: BT.601
-        if self._rgb_src:
-            matrix_name = "rgb"
-        rng = first.color_range or cc.color_range
-        if not rng:
-            rng = 2 if first.format.name.startswith("yuvj") else 1
-        self._src_range = ColorRange.JPEG if rng == 2 else ColorRange.MPEG
-
-        fps, vfr = self._rate(vs)
+        fps, vfr = measure_rate(vs, self._probe_pts, self._first_pts, self._tb)
         frame_count = vs.frames if (vs.frames and not self._trimmed) else None
         if frame_count is not None and self._max_frames is not None:
             frame_count = min(frame_count, self._max_frames)
-        duration = self._duration(vs, stream_start)
+        duration = stream_duration(c, vs, self._tb, stream_start)
         if self._trimmed and duration is not None:
             lo = start or 0.0
             hi = min(end, duration) if end is not None else duration
             duration = max(0.0, hi - lo)
         self.info = VideoInfo(
-            source=self.source, width=self._size[0], height=self._size[1], fps=fps, vfr=vfr,
+            source=self.source, width=size[0], height=size[1], fps=fps, vfr=vfr,
             time_base=self._tb, frame_count=frame_count, duration=duration,
             start_time=self._win_start if self._win_start is not None else self._first_time,
             rotation=int(round(first.rotation or 0)) % 360, codec=cc.codec.canonical_name,
             pix_fmt=first.format.name, bit_depth=first.format.components[0].bits,
-            colorspace=int(space), color_primaries=int(cc.color_primaries or first.color_primaries),
-            color_trc=int(trc), color_range=int(rng), matrix=matrix_name,
+            colorspace=int(colour.space),
+            color_primaries=int(cc.color_primaries or first.color_primaries),
+            color_trc=int(trc), color_range=int(colour.range), matrix=colour.matrix_name,
             hdr=hdr, container=c.format.name, passthrough=tuple(self._pass.values()),
-            timecode=_timecode(c, vs))
-
-    def _duration(self, vs, stream_start: float) -> float | None:
-        if vs.duration:
-            return float(vs.duration * self._tb)
-        if self._container.duration:
-            return self._container.duration / 1e6 - max(0.0, stream_start - (
-                (self._container.start_time or 0) / 1e6))
-        return None
-
-    def _rate(self, vs) -> tuple[Fraction | None, bool]:
-        """Average fps and VFR flag from the timestamps of the first video packets."""
-        pts = sorted(set(p for p in self._probe_pts if p >= self._first_pts))
-        steps = [b - a for a, b in zip(pts, pts[1:]) if b > a]
-        fps = Fraction(vs.average_rate) if vs.average_rate else None
-        if not fps and vs.guessed_rate:
-            fps = Fraction(vs.guessed_rate)
-        if not fps and steps:
-            fps = 1 / (Fraction(sum(steps), len(steps)) * self._tb)
-        vfr = False
-        if len(steps) >= 2:
-            lo, hi = min(steps), max(steps)
-            # CFR stored in a coarse time base alternates by one tick (29.97 fps in 1/1000: 33/34).
-            vfr = (hi - lo) > max(1, 0.02 * hi)
-        if vfr:  # a VFR header rate is often nominal (MKV default duration): use the measured one
-            fps = 1 / (Fraction(pts[-1] - pts[0], len(pts) - 1) * self._tb)
-        return (fps.limit_denominator(100000) if fps else None), vfr
+            timecode=timecode(c, vs))
 
     # ------------------------------------------------------------------ demux / decode
     def _next_packet(self):
@@ -321,46 +183,16 @@ class VideoReader:
                 return None
             except (av.error.FFmpegError, av.ArgumentError, OSError) as exc:
                 self._eof = True
-                self._cut = _one_line(exc)
+                self._cut = one_line(exc)
                 return None
             if pkt.size == 0:  # flush packet; a real keyframe may have dts None, keep those
                 continue
             if pkt.is_corrupt:
                 self._corrupt += 1
             if pkt.is_discard and pkt.stream_index == self._vs.index:
-                pkt = _undiscard(pkt)
-            self._continue_timestamps(pkt)
+                pkt = undiscard(pkt)
+            self._times.packet(pkt)
             return pkt
-
-    def _continue_timestamps(self, pkt) -> None:
-        """Shift a stream whose dts jumps back (discontinuity) so it continues where it was.
-
-        Audio/subtitles: any step back (a muxer refuses non-increasing dts). Video: a step back
-        of more than ``_JUMP_BACK`` s (smaller ones are repaired per frame in ``_frame``).
-        """
-        idx = pkt.stream_index
-        shift = self._shift.get(idx, 0)
-        if shift:
-            if pkt.pts is not None:
-                pkt.pts += shift
-            if pkt.dts is not None:
-                pkt.dts += shift
-        if pkt.dts is None or not pkt.time_base:
-            return
-        last = self._last_dts.get(idx)
-        if last is not None:
-            back = last[0] - pkt.dts
-            video = idx == self._vs.index
-            limit = round(_JUMP_BACK / pkt.time_base) if video else -1
-            if back > limit:
-                step = last[1] or (round(1 / (self._guess_fps() * pkt.time_base)) if video else 1)
-                extra = back + step
-                self._shift[idx] = shift + extra
-                self._jumps += video
-                if pkt.pts is not None:
-                    pkt.pts += extra
-                pkt.dts += extra
-        self._last_dts[idx] = (pkt.dts, pkt.duration or 0)
 
     def _decode(self, pkt) -> list:
         self._flushed = pkt is None
@@ -370,25 +202,19 @@ class VideoReader:
             if pkt is None:
                 return []
             self._decode_errors += 1
-            self._decode_error_msg = _one_line(exc)
+            self._decode_error_msg = one_line(exc)
             return []
 
     def _in_window(self, frame) -> str:
         """'keep' | 'before' | 'after' for a decoded frame (gives pts-less frames a pts)."""
         if frame.pts is None:
-            step = round(1 / (self._guess_fps() * self._tb)) if self._last_pts is not None else 0
-            frame.pts = (self._last_pts + step) if self._last_pts is not None else 0
+            frame.pts = self._times.missing_pts()
         t = float(frame.pts * self._tb)
         if self._win_start is not None and t < self._win_start - 1e-6:
             return "before"
         if self._win_end is not None and t >= self._win_end - 1e-6:
             return "after"
         return "keep"
-
-    def _guess_fps(self) -> float:
-        vs = self._vs
-        rate = vs.average_rate or vs.guessed_rate or vs.base_rate
-        return float(rate) if rate else 25.0
 
     def _pass_keep(self, pkt) -> tuple[bool, float | None]:
         ts = pkt.pts if pkt.pts is not None else pkt.dts
@@ -462,30 +288,10 @@ class VideoReader:
         return first
 
     def _frame(self, f) -> Frame:
-        size = {}
-        if (f.width, f.height) != self._size:
-            # A mid-stream resolution change (camera switch, concatenated segments): one output
-            # keeps one size, so the frame is scaled to the first size (aspect as the input).
-            size = {"width": self._size[0], "height": self._size[1]}
-            if not self._rescaled:
-                warn(f"{self.source}: resolution changed from {self._size[0]}x{self._size[1]} "
-                     f"to {f.width}x{f.height} at {float(f.pts * self._tb):.3f} s; frames are "
-                     f"scaled to {self._size[0]}x{self._size[1]} (one output keeps one size)")
-            self._rescaled += 1
-        image = f.to_ndarray(
-            **size,
-            format="rgb48le" if self._deep else "rgb24",
-            src_colorspace=None if self._rgb_src else self._matrix,
-            src_color_range=None if self._rgb_src else self._src_range,
-            dst_color_range=ColorRange.JPEG,
-            interpolation=_INTERP_16 if self._deep else _INTERP_8)  # (H, W, 3)
-        if self._last_pts is not None and f.pts <= self._last_pts:
-            # Broken/duplicate timestamps (DVR exports): keep the frame one frame period later.
-            f.pts = self._last_pts + max(1, round(1 / (self._guess_fps() * self._tb)))
-            self._synthesized += 1
-        self._last_pts = f.pts
-        out = Frame(image=image, pts=int(f.pts), time_base=self._tb,
-                    time=float(f.pts * self._tb), index=self._index)
+        image = self._rgb(f)
+        pts = self._times.frame_pts(f.pts)
+        out = Frame(image=image, pts=int(pts), time_base=self._tb, time=float(pts * self._tb),
+                    index=self._index)
         self._index += 1
         self._last_time = out.time
         return out
@@ -501,7 +307,7 @@ class VideoReader:
                     # Last frame wanted: end the window one frame later so passthrough stops too.
                     self._video_done = True
                     self._trimmed = True
-                    self._win_end = frame.time + 1.0 / self._guess_fps()
+                    self._win_end = frame.time + 1.0 / guess_fps(self._vs)
                 yield frame
             elif where == "after":
                 self._video_done = True
@@ -550,12 +356,12 @@ class VideoReader:
 
     def _report_end(self) -> None:
         """Warn (never fail) when the input stopped early: cut stream, corrupt packets."""
-        if self._synthesized:
-            warn(f"{self.source}: {self._synthesized} frame(s) had repeated or backward "
+        if self._times.synthesized:
+            warn(f"{self.source}: {self._times.synthesized} frame(s) had repeated or backward "
                  f"timestamps; their times were synthesized from the frame rate "
-                 f"({self._guess_fps():g} fps)")
-        if self._jumps:
-            warn(f"{self.source}: the timestamps jump back {self._jumps} time(s) (joined "
+                 f"({guess_fps(self._vs):g} fps)")
+        if self._times.jumps:
+            warn(f"{self.source}: the timestamps jump back {self._times.jumps} time(s) (joined "
                  "segments or a restarted source); the later parts follow on without a gap")
         if self._decode_errors:
             warn(f"{self.source}: {self._decode_errors} video packet(s) could not be decoded "
@@ -637,29 +443,3 @@ class VideoReader:
             self.close()
         except Exception:
             pass
-
-
-
-def _timecode(c, vs) -> str | None:
-    """The start timecode: a MOV/MP4 tmcd track, or a tag on the video stream or container."""
-    for tags in [*(s.metadata for s in c.streams.data), vs.metadata, c.metadata]:
-        tc = tags.get("timecode") or tags.get("TIMECODE")  # MKV tags are upper case
-        if tc:
-            return str(tc)
-    return None
-
-
-def _undiscard(pkt: av.Packet) -> av.Packet:
-    """Copy of a video packet without FFmpeg's discard flag.
-
-    An MP4 edit list that starts after the first frame makes the demuxer flag the frames before
-    it "discard" and the decoder silently drops them (night_dashcam.mp4: 39 of 1118). We keep
-    them: they come out with negative times, and the MP4 writer re-creates an equivalent edit
-    list, so players show the same thing and no frame is lost. (Audio is stream-copied with
-    its own negative-time packets, untouched.)
-    """
-    new = av.Packet(bytes(pkt))
-    new.pts, new.dts, new.time_base = pkt.pts, pkt.dts, pkt.time_base
-    new.is_keyframe, new.is_corrupt = pkt.is_keyframe, pkt.is_corrupt
-    new.stream = pkt.stream
-    return new

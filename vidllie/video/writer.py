@@ -1,8 +1,11 @@
-"""Video writer (PyAV): BT.709 encode, exact timestamps, audio stream copy, atomic rename."""
+"""The video writer (PyAV): RGB frames encoded BT.709 with their exact timestamps, passthrough
+packets muxed unchanged, into a hidden temp file renamed on success (or a stream, see
+:mod:`~vidllie.video.pipes`). Encoder, pixel format and audio choices come from
+:mod:`~vidllie.video.encoders`.
+"""
 
 from __future__ import annotations
 
-import io
 import os
 import secrets
 import weakref
@@ -15,33 +18,15 @@ import numpy as np
 from av.video.reformatter import ColorPrimaries, ColorRange, Colorspace, ColorTrc, Interpolation
 
 from ..errors import OutputError
-from .info import PassthroughPacket, StreamInfo, VideoInfo, warn
+from .encoders import (AudioReencoder, audio_fallback, choose_encoder, choose_pix_fmt,
+                       copy_refusal, default_encoder, set_encoder_options)
+from .info import FFMPEG_ERRORS, PassthroughPacket, VideoInfo, one_line, warn
 from .pipes import borrow_output, open_output, write_error
-from .reader import _one_line, is_url
+from .probe import is_url
+
+__all__ = ["VideoWriter", "default_encoder"]
 
 _INTERP = Interpolation.BILINEAR | Interpolation.ACCURATE_RND
-_X26X = {"libx264", "libx265"}
-_FFMPEG_ERRORS = (av.error.FFmpegError, av.ArgumentError)
-_LAYOUTS = {1: "mono", 2: "stereo", 3: "2.1", 4: "quad", 6: "5.1", 8: "7.1"}
-# Containers that take only a few video codecs: encoders to pick from, in order of preference
-# (the first one this FFmpeg build has is the default for that container).
-_ONLY_ENCODERS = {"webm": ("libvpx-vp9", "libsvtav1", "libvpx")}
-# Containers that store one timestamp per frame (no B-frame reordering): encode without B-frames,
-# else players (and FFmpeg) read the frames back with scrambled times (0.04, 0.16, 0.12, ...).
-_NO_REORDER = {"avi"}
-# x264-style speed presets for encoders that name speed differently.
-_VPX_SPEED = {"ultrafast": 8, "superfast": 7, "veryfast": 6, "faster": 5, "fast": 4, "medium": 3,
-              "slow": 2, "slower": 1, "veryslow": 0, "placebo": 0}
-_SVT_SPEED = {"ultrafast": 12, "superfast": 11, "veryfast": 10, "faster": 9, "fast": 8,
-              "medium": 7, "slow": 5, "slower": 4, "veryslow": 3, "placebo": 2}
-
-
-def default_encoder(container_format: str) -> str:
-    """The video encoder used when none is given: libx264, or one the container takes (WebM)."""
-    for name in _ONLY_ENCODERS.get(container_format.split(",")[0], ("libx264",)):
-        if name in av.codecs_available:
-            return name
-    return "libx264"
 
 
 def _remove(path: str) -> None:
@@ -58,15 +43,6 @@ def _same_file(a: Path, b: Path) -> bool:
         return a.exists() and b.exists() and os.path.samefile(a, b)
     except OSError:
         return False
-
-
-def _subsampled(pix_fmt: str) -> tuple[bool, bool]:
-    """(horizontal, vertical) chroma subsampling of a pixel format."""
-    fmt = av.VideoFormat(pix_fmt, 16, 16)
-    if len(fmt.components) < 3 or fmt.is_rgb:
-        return False, False
-    c = fmt.components[1]
-    return c.width < 16, c.height < 16
 
 
 class VideoWriter:
@@ -119,9 +95,9 @@ class VideoWriter:
             self._setup_passthrough(audio)
             try:  # open encoders + write the header now: bad settings fail before any decoding
                 self._container.start_encoding()
-            except (*_FFMPEG_ERRORS, OSError) as exc:
+            except (*FFMPEG_ERRORS, OSError) as exc:
                 raise write_error(self._pipe, f"cannot start writing {self.path} with {codec}/"
-                                  f"{self.pix_fmt}", _one_line(exc)) from None
+                                  f"{self.pix_fmt}", one_line(exc)) from None
         except BaseException:
             self.abort()
             raise
@@ -152,9 +128,9 @@ class VideoWriter:
             self._finalizer()
             raise OutputError(f"cannot write {self.path}: unknown container format for suffix "
                               f"'{self.path.suffix}' ({exc}); use .mp4, .mkv or .mov") from None
-        except (*_FFMPEG_ERRORS, OSError) as exc:
+        except (*FFMPEG_ERRORS, OSError) as exc:
             self._finalizer()
-            raise OutputError(f"cannot create {self.path}: {_one_line(exc)}") from None
+            raise OutputError(f"cannot create {self.path}: {one_line(exc)}") from None
 
     # ------------------------------------------------------------------ checks / set-up
     @property
@@ -181,66 +157,21 @@ class VideoWriter:
     def _setup_video(self, codec, crf, preset, pix_fmt, options) -> None:
         info, out = self.info, self._container
         fmt = out.format.name.split(",")[0]
-        if codec is None:
-            codec = default_encoder(fmt)
-        try:
-            canonical = av.Codec(codec, "w").canonical_name
-        except (*_FFMPEG_ERRORS, ValueError):
-            raise OutputError(f"unknown video encoder '{codec}' (try libx264 or libx265)") from None
-        allowed = [c for c in _ONLY_ENCODERS.get(fmt, ()) if c in av.codecs_available]
-        if allowed and canonical not in {av.Codec(c, "w").canonical_name for c in allowed}:
-            raise OutputError(f"{codec} ({canonical}) cannot go in {self._kind}: use "
-                              f"--codec {' or '.join(allowed)} (or leave --codec unset), or write "
-                              ".mp4/.mkv")
-        self.codec = codec
-        odd = info.width % 2 or info.height % 2
-        if pix_fmt is None:
-            pix_fmt = "rgb24" if codec == "rawvideo" else "yuv420p"
-            h, v = _subsampled(pix_fmt)
-            if (h and info.width % 2) or (v and info.height % 2):
-                # 4:2:0 cannot hold an odd size; keep every pixel rather than crop or pad.
-                pix_fmt = "yuv444p"
-                warn(f"odd frame size {info.width}x{info.height}: writing {pix_fmt} "
-                     "(4:2:0 needs even sizes); some players may not play 4:4:4")
-        elif odd:
-            h, v = _subsampled(pix_fmt)
-            if (h and info.width % 2) or (v and info.height % 2):
-                raise OutputError(f"{pix_fmt} needs an even frame size, the input is "
-                                  f"{info.width}x{info.height}; use yuv444p or leave pix_fmt unset")
-        self.pix_fmt = pix_fmt
+        codec = self.codec = choose_encoder(codec, fmt, self._kind)
+        pix_fmt = self.pix_fmt = choose_pix_fmt(codec, pix_fmt, info.width, info.height)
         try:
             vs = out.add_stream(codec, rate=info.fps or Fraction(25))
-        except (*_FFMPEG_ERRORS, ValueError) as exc:
+        except (*FFMPEG_ERRORS, ValueError) as exc:
             raise OutputError(f"cannot use encoder '{codec}' in {self._kind}: "
-                              f"{_one_line(exc)}") from None
+                              f"{one_line(exc)}") from None
         vs.width, vs.height = info.width, info.height
         try:
             vs.pix_fmt = pix_fmt
-        except (*_FFMPEG_ERRORS, ValueError) as exc:
-            raise OutputError(f"pixel format '{pix_fmt}': {_one_line(exc)}") from None
+        except (*FFMPEG_ERRORS, ValueError) as exc:
+            raise OutputError(f"pixel format '{pix_fmt}': {one_line(exc)}") from None
         # Exact per-frame times: the output counts in the input's time base.
         vs.time_base = vs.codec_context.time_base = info.time_base
-        opts = {}
-        private = {o.name for o in vs.codec_context.supported_options.private}
-        if crf is not None and "crf" in private:  # x264/x265/vpx/svtav1/aom; ignored elsewhere
-            opts["crf"] = str(crf)
-            if codec.startswith("libvpx"):
-                opts["b"] = "0"  # constant quality needs no bitrate target in libvpx
-        if preset is not None and codec in _X26X:  # other encoders name presets differently
-            opts["preset"] = preset
-        elif preset in _VPX_SPEED and codec.startswith("libvpx"):
-            opts.update({"deadline": "good", "cpu-used": str(min(5, _VPX_SPEED[preset])),
-                         "row-mt": "1"})
-        elif preset in _SVT_SPEED and codec == "libsvtav1":
-            opts["preset"] = str(_SVT_SPEED[preset])
-        if codec == "libx265":
-            opts["x265-params"] = "log-level=error"
-        if fmt in _NO_REORDER:
-            vs.codec_context.max_b_frames = 0  # libx264 and most FFmpeg encoders honour this
-            if codec == "libx265":
-                opts["x265-params"] += ":bframes=0"
-        opts.update({str(k): str(v) for k, v in options.items()})
-        vs.options = opts
+        set_encoder_options(vs, codec, fmt, crf, preset, options)
         cc = vs.codec_context
         cc.colorspace = Colorspace.ITU709
         cc.color_primaries = ColorPrimaries.BT709
@@ -261,7 +192,7 @@ class VideoWriter:
         """Output streams for the input's audio/subtitles: copy when the container takes the
         codec, else AAC re-encode (audio, with a warning) or drop (subtitles, with a warning)."""
         self._map: dict[int, av.stream.Stream] = {}
-        self._reencode: dict[int, _AacReencoder] = {}
+        self._reencode: dict[int, AudioReencoder] = {}
         if not audio:
             return
         fmt = self._container.format.name
@@ -269,11 +200,11 @@ class VideoWriter:
             if s.reader is not None and s.reader.closed:
                 raise OutputError("create the VideoWriter while its VideoReader is open "
                                   "(audio streams are copied from it)")
-            refusal = _copy_refusal(fmt, s)
+            refusal = copy_refusal(fmt, s)
             if refusal is None:
                 self._map[s.index] = self._container.add_stream_from_template(s.template)
             elif s.kind == "audio":
-                target = _audio_fallback(self._container)
+                target = audio_fallback(self._container)
                 if target is None:
                     raise OutputError(f"{self._kind} cannot hold the input's {s.codec} audio "
                                       "nor AAC/Opus; write .mkv (keeps it unchanged) or pass "
@@ -282,7 +213,7 @@ class VideoWriter:
                 warn(f"{self._kind} cannot hold {s.codec} audio ({refusal}): re-encoding "
                      f"stream #{s.index} to {label}; write .mkv to keep the original audio "
                      "unchanged")
-                self._reencode[s.index] = _AacReencoder(self._container, s, target)
+                self._reencode[s.index] = AudioReencoder(self._container, s, target)
                 self._map[s.index] = self._reencode[s.index].stream
             else:
                 warn(f"{self._kind} cannot hold {s.codec} subtitles ({refusal}): "
@@ -326,8 +257,8 @@ class VideoWriter:
         try:
             for p in self._vs.encode(frame):
                 self._container.mux(p)
-        except (*_FFMPEG_ERRORS, OSError) as exc:
-            raise write_error(self._pipe, f"cannot write {self.path}", _one_line(exc)) from None
+        except (*FFMPEG_ERRORS, OSError) as exc:
+            raise write_error(self._pipe, f"cannot write {self.path}", one_line(exc)) from None
         self._last_pts = out_pts
         self._frames += 1
 
@@ -352,9 +283,9 @@ class VideoWriter:
             else:
                 pkt.stream = ost
                 self._container.mux(pkt)
-        except (*_FFMPEG_ERRORS, OSError) as exc:
+        except (*FFMPEG_ERRORS, OSError) as exc:
             raise write_error(self._pipe, f"cannot write audio to {self.path}",
-                              _one_line(exc)) from None
+                              one_line(exc)) from None
 
     @property
     def frames_written(self) -> int:
@@ -374,8 +305,8 @@ class VideoWriter:
                     for p in r.packets(None):
                         self._container.mux(p)
                 self._container.close()
-            except (*_FFMPEG_ERRORS, OSError) as exc:
-                raise write_error(self._pipe, f"cannot finish {self.path}", _one_line(exc)) from None
+            except (*FFMPEG_ERRORS, OSError) as exc:
+                raise write_error(self._pipe, f"cannot finish {self.path}", one_line(exc)) from None
             self._closed = True
             if self._pipe is not None:
                 return self.path  # a stream: nothing to rename
@@ -440,82 +371,3 @@ class VideoWriter:
             self.close()
         else:
             self.abort()
-
-
-def _copy_refusal(fmt: str, s: StreamInfo) -> str | None:
-    """Why ``fmt`` cannot take ``s`` by stream copy, or None if it can.
-
-    Dry run into memory: header + trailer (catches e.g. Opus in .mov), and for PCM one packet
-    too, since MP4 refuses stereo PCM only when the trailer is written after data.
-    """
-    try:
-        dry = av.open(io.BytesIO(), mode="w", format=fmt.split(",")[0])
-    except (*_FFMPEG_ERRORS, ValueError) as exc:
-        return _one_line(exc)
-    try:
-        ost = dry.add_stream_from_template(s.template)
-        dry.start_encoding()
-        if s.codec.startswith("pcm_"):
-            pkt = av.Packet(bytes(4096))
-            pkt.pts = pkt.dts = 0
-            pkt.time_base = ost.time_base
-            pkt.stream = ost
-            dry.mux(pkt)
-        dry.close()
-        return None
-    except (*_FFMPEG_ERRORS, ValueError) as exc:
-        try:
-            dry.close()
-        except Exception:  # noqa: BLE001
-            pass
-        return _one_line(exc)
-
-
-def _audio_fallback(out: av.container.OutputContainer) -> str | None:
-    """Encoder for refused audio: AAC where the container takes it, else Opus (WebM)."""
-    codecs = out.supported_codecs
-    if "aac" in codecs:
-        return "aac"
-    if "opus" in codecs:
-        return "libopus" if "libopus" in av.codecs_available else "opus"
-    return None
-
-
-class _AacReencoder:
-    """Decode a passthrough audio stream and re-encode it to AAC, or Opus where the container
-    takes no AAC (fallback for refused codecs)."""
-
-    def __init__(self, out: av.container.OutputContainer, s: StreamInfo,
-                 codec: str = "aac") -> None:
-        self._dec = s.template.codec_context  # the reader never decodes audio; safe to use here
-        if self._dec is None:
-            raise OutputError(f"cannot re-encode {s.codec} audio: no decoder in this FFmpeg build")
-        rate = s.sample_rate or 48000
-        channels = self._dec.channels or 2
-        layout = self._dec.layout
-        if channels in _LAYOUTS:  # unordered "2 channels" (PCM) is refused by the AAC encoder
-            layout = av.AudioLayout(_LAYOUTS[channels])
-        frame_size, fmt = 1024, "fltp"
-        if codec != "aac":  # Opus: 48 kHz, 20 ms frames, at most stereo without a mapping
-            rate, frame_size = 48000, 960
-            fmt = "flt" if codec == "libopus" else "fltp"
-            if channels > 2:
-                layout = av.AudioLayout("stereo")
-        self.stream = out.add_stream(codec, rate=rate)
-        self.stream.layout = layout
-        self.stream.time_base = Fraction(1, rate)
-        self._resampler = av.AudioResampler(format=fmt, layout=layout, rate=rate,
-                                            frame_size=frame_size)
-        self._tb = Fraction(1, rate)
-
-    def packets(self, pkt):
-        frames = self._dec.decode(pkt) if pkt is not None else self._dec.decode(None)
-        out = []
-        for f in frames:
-            for g in self._resampler.resample(f):
-                out.extend(self.stream.encode(g))
-        if pkt is None:
-            for g in self._resampler.resample(None):
-                out.extend(self.stream.encode(g))
-            out.extend(self.stream.encode(None))
-        return out
