@@ -162,7 +162,9 @@ def test_server_restart_is_survived_with_a_gap(loop_clip, enhancer, tmp_path):
     times, _ = decoded(dst)
     steps = np.diff(times)
     assert steps.max() > 0.5  # the outage is a gap in time, not squeezed out
-    assert (steps > 0).all() and times[-1] < 4.5 and len(times) == stats["frames"]
+    # the window is 4.5 s from the first frame; Matroska may shift the whole file by the AAC
+    # priming (~21 ms) depending on where the client joined the loop, so compare the span
+    assert (steps > 0).all() and times[-1] - times[0] < 4.5 and len(times) == stats["frames"]
 
 
 def run_cli(*args: str) -> subprocess.Popen:
