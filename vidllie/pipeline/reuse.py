@@ -92,9 +92,10 @@ class RegionReuse:
 
     Args:
         enabled: False = every frame runs whole (the plan says so; stats still count).
-        region: region side in pixels (a multiple of ``cell``).
-        halo: context added around a region on each side; tile side = ``region + 2 * halo``,
-            rounded up to ``align``.
+        region: side of a change-detection region in pixels (a multiple of ``cell``).
+        halo: context around a tile's core on each side (the core is what the tile writes).
+        tile: tile side in pixels (at least ``region + 2 * halo``, a multiple of ``align``); the
+            changed regions are covered greedily by tile cores of ``tile - 2 * halo`` px.
         cell: side of a change-detection cell in pixels.
         threshold: gamma-luma change of a cell that marks its region changed.
         global_threshold: median cell change that forces a full refresh (illumination change).
@@ -103,14 +104,14 @@ class RegionReuse:
     """
 
     def __init__(
-        self, *, enabled: bool = True, region: int = 96, halo: int = 48, cell: int = 16, threshold: float = 0.03,
+        self, *, enabled: bool = True, region: int = 32, halo: int = 48, tile: int = 256, cell: int = 16, threshold: float = 0.03,
         global_threshold: float = 0.03, max_age: int = 30, full_share: float = 0.6, align: int = 8,
     ) -> None:
         if region % cell or region <= 0 or halo < 0 or max_age < 1:
             raise ValueError(f"need region a positive multiple of cell, halo >= 0, max_age >= 1; got {region}, {cell}, {halo}, {max_age}")
         self.enabled = enabled
         self.region, self.halo, self.cell = region, halo, cell
-        self.tile = math.ceil((region + 2 * halo) / align) * align
+        self.tile = max(math.ceil((region + 2 * halo) / align), tile // align) * align
         self.threshold, self.global_threshold = threshold, global_threshold
         self.max_age, self.full_share = max_age, full_share
         self.reset()
@@ -177,17 +178,10 @@ class RegionReuse:
                     reason = "global"
                 else:
                     changed = (diff - median).abs() > self.threshold
-                    # A region changes when any of its cells (or a neighbouring cell: motion
-                    # entering from the side) changed.
-                    changed = F.max_pool2d(changed.float(), 3, 1, 1)
-                    changed = F.max_pool2d(changed, k, k, ceil_mode=True)[0, 0] > 0
+                    changed = F.max_pool2d(changed.float(), k, k, ceil_mode=True)[0, 0] > 0
             tiles: list[tuple[Box, Box]] = []
             if changed is not None and bool(changed.any()):
-                for ry, rx in changed.nonzero().tolist():
-                    cy0, cy1 = ry * self.region, min(h, (ry + 1) * self.region)
-                    cx0, cx1 = rx * self.region, min(w, (rx + 1) * self.region)
-                    ty, tx = span(cy0, cy1, self.halo, h, self.tile), span(cx0, cx1, self.halo, w, self.tile)
-                    tiles.append(((ty[0], ty[1], tx[0], tx[1]), (cy0, cy1, cx0, cx1)))
+                tiles = self._cover(changed, h, w)
                 tile_pixels = sum((t[1] - t[0]) * (t[3] - t[2]) for t, _ in tiles)
                 if tile_pixels > self.full_share * h * w:
                     reason, tiles = "moving", []
@@ -219,6 +213,25 @@ class RegionReuse:
                     self.reused_frames += 1
         self._ref = None if ref is None else ref.to(frames.device)
         return plan
+
+    def _cover(self, changed: torch.Tensor, h: int, w: int) -> list[tuple[Box, Box]]:
+        """Fixed-size tiles whose cores (the tile less its halo) cover every changed region:
+        greedy, row-major — each tile's core starts at the first uncovered changed region."""
+        left = changed.clone()
+        r, core = self.region, self.tile - 2 * self.halo
+        k = max(1, core // r)
+        tiles: list[tuple[Box, Box]] = []
+        while bool(left.any()):
+            ry, rx = (int(v) for v in left.nonzero()[0])
+            # Centre the core's columns on the changed run that starts here (more cover per tile).
+            run = int(left[ry, rx : rx + k].long().cumprod(0).sum())
+            rx0 = max(0, min(rx - (k - run) // 2, left.shape[1] - k))
+            left[ry : ry + k, rx0 : rx0 + k] = False
+            cy0, cy1 = ry * r, min(h, (ry + k) * r)
+            cx0, cx1 = rx0 * r, min(w, (rx0 + k) * r)
+            ty, tx = span(cy0, cy1, self.halo, h, self.tile), span(cx0, cx1, self.halo, w, self.tile)
+            tiles.append(((ty[0], ty[1], tx[0], tx[1]), (cy0, cy1, cx0, cx1)))
+        return tiles
 
     # ------------------------------------------------------------------ running
     def run(
