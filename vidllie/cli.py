@@ -112,6 +112,7 @@ def enhance(
     dino_cache: bool = typer.Option(ENHANCE.dino_cache, "--dino-cache/--no-dino-cache", help="Reuse DINO features across similar frames."),
     cache_threshold: float = typer.Option(ENHANCE.cache_threshold, "--cache-threshold", min=0.0, help="Max thumbnail difference to reuse DINO features."),
     cache_max_age: int = typer.Option(ENHANCE.cache_max_age, "--cache-max-age", min=1, help="Max frames a key frame's DINO features are reused."),
+    reuse: bool = typer.Option(ENHANCE.reuse, "--reuse/--no-reuse", help="Fixed cameras: recompute only the regions that changed (whole frames at cuts, every --cache-max-age frames, on light changes and camera motion)."),
     compile: bool = typer.Option(ENHANCE.compile, "--compile", help="torch.compile the model (slow start, faster on long videos)."),
     threads: Optional[int] = typer.Option(ENHANCE.threads, "--threads", min=1, help="Torch CPU threads (default: all cores; fewer on a machine shared with busy processes)."),
     stats_json: Optional[Path] = typer.Option(None, "--stats-json", help="Write per-stage timings, fps, cache hit rate, memory and versions here."),
@@ -129,7 +130,7 @@ def enhance(
                 model, dino=dino, device=device, precision=precision, batch_size=batch_size,
                 chunk=chunk, tile_overlap=tile_overlap, temporal=temporal, dino_cache=dino_cache,
                 cache_threshold=cache_threshold, cache_max_age=cache_max_age, compile=compile,
-                threads=threads,
+                threads=threads, reuse=reuse,
             )
         except ValueError as err:
             raise typer.BadParameter(str(err)) from None
@@ -155,6 +156,8 @@ def enhance(
             if not quiet:
                 cache = stats["dino_cache"]
                 hit = f", DINO cache {100 * cache['hit_rate']:.0f}% reused" if cache and cache["hit_rate"] is not None else ""
+                share = stats["reuse"]["recomputed_share"] if stats["reuse"]["enabled"] else None
+                hit += f", {100 * share:.0f}% of pixels recomputed" if share is not None else ""
                 _say(f"{job.dst}: {stats['frames']} frames, {stats['fps']:.2f} fps{hit}")
         if stats_json is not None and runs:
             _write_json(stats_json, runs[0] if len(jobs) == 1 else {"runs": runs})
@@ -193,6 +196,7 @@ def bench(
     precision: str = typer.Option(ENHANCE.precision, "--precision", help="auto, fp32, fp16 or bf16."),
     dino_cache: str = typer.Option("on" if ENHANCE.dino_cache else "off", "--dino-cache", help="on or off."),
     temporal: float = typer.Option(ENHANCE.temporal, "--temporal", min=0.0, max=1.0),
+    reuse: bool = typer.Option(ENHANCE.reuse, "--reuse/--no-reuse", help="Change-driven inference (recompute only changed regions)."),
     chunk: Optional[int] = typer.Option(ENHANCE.chunk, "--chunk", "--tile", min=0, help="Exact chunk size in pixels (0 = never; default: automatic)."),
     codec: str = typer.Option("libx264", "--codec"),
     crf: int = typer.Option(18, "--crf"),
@@ -213,7 +217,7 @@ def bench(
             input, synthetic=synthetic, model=model, dino=dino, frames=frames, warmup=warmup,
             batch_size=batch_size, device=device, precision=precision, dino_cache=dino_cache == "on",
             temporal=temporal, chunk=chunk, codec=codec, crf=crf, preset=preset, compile=compile,
-            threads=threads,
+            threads=threads, reuse=reuse,
         )
         if json_path is not None:
             _write_json(json_path, r)

@@ -93,6 +93,7 @@ def _model_only(enhancer: Enhancer, images: list[np.ndarray]) -> dict[str, Any]:
                 "fps": round(len(images) / seconds, 3),
                 "stages": enhancer.timer.summary(),
                 "dino_cache": enhancer.cache.stats() if enhancer.cache is not None else None,
+                "reuse": enhancer.reuse.stats(),
             }
     best["repeats"] = repeats
     return best
@@ -111,6 +112,7 @@ def run_bench(
     precision: str = DEFAULTS.precision,
     dino_cache: bool = DEFAULTS.dino_cache,
     temporal: float = DEFAULTS.temporal,
+    reuse: bool = DEFAULTS.reuse,
     chunk: int | None = DEFAULTS.chunk,
     codec: str = "libx264",
     crf: int = 18,
@@ -143,6 +145,7 @@ def run_bench(
         enhancer = Enhancer(
             model, dino=dino, device=device, precision=precision, batch_size=batch_size,
             chunk=chunk, temporal=temporal, dino_cache=dino_cache, compile=compile, threads=threads,
+            reuse=reuse,
         )
         images = _read_frames(source, min(frames, _RESIDENT_FRAMES))
         if not images:
@@ -199,6 +202,8 @@ def _report(enhancer: Enhancer, e2e, model_only, source, synthetic, width, heigh
         "compute_waits": e2e.get("waits"),
         "dino_cache": cache,
         "dino_cache_hit_rate": cache["hit_rate"] if cache else None,
+        "reuse": e2e["reuse"],
+        "recomputed_share": e2e["recomputed_share"],
         "peak_host_rss_mb": round(peak_host_rss() / 2**20, 1),
         "peak_device_memory_mb": e2e.get("peak_device_memory_mb"),
         "macs_per_frame": macs,
@@ -212,6 +217,7 @@ def _report(enhancer: Enhancer, e2e, model_only, source, synthetic, width, heigh
             "batch_size": e2e["batch_size"], "effective_batch_size": e2e["effective_batch_size"],
             "chunk": e2e["chunk"], "tile": e2e["tile"], "tile_overlap": e2e["tile_overlap"], "temporal": e2e["temporal"],
             "dino_cache": enhancer.cache is not None and enhancer.cache.enabled,
+            "reuse": enhancer.reuse.enabled,
             "codec": e2e["video"]["codec"], "crf": e2e["video"]["crf"], "preset": e2e["video"]["preset"],
             "torch_threads": e2e.get("torch_threads"),
         },
@@ -243,6 +249,7 @@ def format_report(r: dict[str, Any]) -> str:
         "busy seconds per thread: " + ", ".join(f"{k} {v:.2f}" for k, v in r["threads_busy_seconds"].items()),
         f"bound by: {r['bound_by']} (slowest stage: {r['slowest_stage']})",
         f"DINO cache hit rate: {hit_text}",
+        f"pixels recomputed: {100 * r['recomputed_share']:.1f} % (reuse {'on' if r['settings']['reuse'] else 'off'})",
         f"MACs/frame: {r['macs_per_frame'] / 1e9:.2f} G; achieved {r['achieved_tflops']} TFLOP/s (counted MACs x 2)",
         f"peak host RSS {r['peak_host_rss_mb']} MB; peak device memory "
         f"{r['peak_device_memory_mb'] if r['peak_device_memory_mb'] is not None else 'n/a'} MB",
