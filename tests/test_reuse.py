@@ -138,3 +138,12 @@ def test_cli_reuse_writes_the_recomputed_share(tmp_path, micro_path):
     assert stats["reuse"]["enabled"] and stats["reuse"]["frames"] == 6
     assert 0.0 < stats["recomputed_share"] <= 1.0
     assert "pixels recomputed" in result.output
+
+
+def test_timing_dino_has_the_real_vits16_configuration():
+    from vidllie.pipeline.bench import random_dinov3_vits16, time_dino
+
+    c = random_dinov3_vits16().config
+    assert (c.hidden_size, c.num_hidden_layers, c.num_attention_heads, c.patch_size, c.num_register_tokens) == (384, 12, 6, 16, 4)
+    r = time_dino(("64x64",), frames=1, short_sides=(32,))
+    assert "timing only" in r["model"] and r["rows"][0]["ms_per_frame"] > 0

@@ -205,11 +205,22 @@ def bench(
     threads: Optional[int] = typer.Option(ENHANCE.threads, "--threads", min=1, help="Torch CPU threads (default: all cores)."),
     json_path: Optional[Path] = typer.Option(None, "--json", help="Write the full report as JSON here."),
     quiet: bool = typer.Option(False, "-q", "--quiet", help="No table on stdout."),
+    dino_timing: bool = typer.Option(False, "--dino-timing", help="Instead: time a randomly initialised DINOv3 ViT-S/16 of the real size (timing only, never used to enhance) at 360p/720p/1080p."),
 ) -> None:
     """Frame-rate benchmark of the real pipeline with a per-stage breakdown."""
     with user_errors():
         from vidllie.errors import InputError
         from vidllie.pipeline.bench import format_report, run_bench
+
+        if dino_timing:
+            from vidllie.pipeline.bench import format_dino_timing, time_dino
+
+            r = time_dino(device=device, threads=threads)
+            if json_path is not None:
+                _write_json(json_path, r)
+            if not quiet:
+                typer.echo(format_dino_timing(r))
+            return
 
         if dino_cache not in ("on", "off"):
             raise InputError(f"--dino-cache must be on or off, got {dino_cache!r}")

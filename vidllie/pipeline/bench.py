@@ -256,3 +256,64 @@ def format_report(r: dict[str, Any]) -> str:
         "versions: " + ", ".join(f"{k} {v}" for k, v in r["versions"].items() if v),
     ]
     return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- DINO at real size, timing only
+def random_dinov3_vits16(seed: int = 0) -> torch.nn.Module:
+    """A **randomly initialised** DINOv3 ViT-S/16 of the real configuration (hidden 384, 12 layers,
+    6 heads, MLP 1536, patch 16, 4 registers): FOR TIMING ONLY. Its features are noise; it is never
+    offered for enhancement (no option of ``vidllie enhance`` reaches it)."""
+    from transformers import DINOv3ViTConfig, DINOv3ViTModel
+
+    torch.manual_seed(seed)
+    config = DINOv3ViTConfig(
+        hidden_size=384, num_hidden_layers=12, num_attention_heads=6, intermediate_size=1536,
+        patch_size=16, num_register_tokens=4,
+    )
+    return DINOv3ViTModel(config).eval()
+
+
+def time_dino(
+    sizes: tuple[str, ...] = ("360p", "720p", "1080p"), *, device: str = "cpu", frames: int = 3,
+    short_sides: tuple[int | None, ...] = (224, 448, None), threads: int | None = None,
+) -> dict[str, Any]:
+    """DINO ms/frame (random ViT-S/16 of the real size, timing only) through the pipeline's
+    :class:`~vidllie.models.dino.DinoBackbone` (gamma, normalisation, resize to ``short_side``,
+    layers 3/6/9/12) per frame size and DINO short side (``None``: the frame's own short side).
+    One warm-up call, then the mean of ``frames`` single-frame calls.
+
+    Example:
+        >>> time_dino(("360p",), frames=1, short_sides=(224,))["rows"][0]["size"]  # doctest: +SKIP
+        '640x360'
+    """
+    from vidllie.models.configuration import DinoConfig
+    from vidllie.models.dino import DinoBackbone
+    from vidllie.pipeline.device import resolve_device
+
+    dev = resolve_device(device)
+    vit = random_dinov3_vits16()
+    rows = []
+    with torch.inference_mode(), torch_threads(threads):
+        for size in sizes:
+            w, h = parse_size(size)
+            for short in short_sides:
+                side = short or min(h, w)
+                backbone = DinoBackbone(DinoConfig(backbone=None, short_side=side), backbone=vit).to(dev)
+                x = torch.rand(1, 3, h, w, device=dev)
+                backbone(x)  # warm-up
+                synchronize(dev)
+                t0 = time.perf_counter()
+                for _ in range(frames):
+                    backbone(x)
+                synchronize(dev)
+                ms = 1000 * (time.perf_counter() - t0) / frames
+                rows.append({"size": f"{w}x{h}", "short_side": side, "ms_per_frame": round(ms, 1)})
+    return {"model": "random DINOv3 ViT-S/16 (timing only)", "device": str(dev), "frames": frames,
+            "torch_threads": torch.get_num_threads(), "rows": rows}
+
+
+def format_dino_timing(r: dict[str, Any]) -> str:
+    lines = [f"DINO timing: {r['model']} on {r['device']} ({r['torch_threads']} threads, mean of {r['frames']} frames)",
+             f"{'frame':<12}{'DINO short side':>16}{'ms/frame':>10}"]
+    lines += [f"{row['size']:<12}{row['short_side']:>16}{row['ms_per_frame']:>10.1f}" for row in r["rows"]]
+    return "\n".join(lines)
