@@ -27,7 +27,7 @@ def micro_model():
 def enhancer(reuse: bool, temporal: float = 0.0, batch_size: int = 4, **kw) -> Enhancer:
     e = Enhancer(micro_model(), device="cpu", temporal=temporal, batch_size=batch_size, reuse=reuse, **kw)
     # Small regions for small test frames (the defaults are sized for 360p and up).
-    e.reuse = RegionReuse(enabled=reuse, region=32, halo=32, tile=128, align=e.align, max_age=e.options.cache_max_age)
+    e.reuse = RegionReuse(enabled=reuse, region=32, halo=32, tile=128, full_share=0.6, align=e.align, max_age=e.options.cache_max_age)
     return e
 
 

@@ -37,6 +37,7 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -106,11 +107,13 @@ def match_colour(tile: torch.Tensor, reference: torch.Tensor, mask: torch.Tensor
         >>> torch.allclose(match_colour(t * 0.5, t, torch.ones(32, 32, dtype=torch.bool)), t, atol=1e-5)
         True
     """
-    n = int(mask.sum())
+    m = mask.to(tile.dtype)
+    n = float(m.sum())
     if n < min_pixels:
         return tile
-    a = tile[0][:, mask].mean(1)  # (3,)
-    b = reference[0][:, mask].mean(1)
+    # Masked means as weighted sums (boolean indexing copies, and is slow on large tiles).
+    a = (tile[0] * m).sum((1, 2)) / n  # (3,)
+    b = (reference[0] * m).sum((1, 2)) / n
     gain = (b / a.clamp(min=1e-4)).clamp(0.5, 2.0)
     return (tile * gain.view(1, 3, 1, 1)).clamp(0.0, 1.0)
 
@@ -133,7 +136,7 @@ class RegionReuse:
 
     def __init__(
         self, *, enabled: bool = True, region: int = 32, halo: int = 48, tile: int = 256, cell: int = 16, threshold: float = 0.03,
-        global_threshold: float = 0.03, max_age: int = 30, full_share: float = 0.6, align: int = 8,
+        global_threshold: float = 0.03, max_age: int = 30, full_share: float = 0.35, align: int = 8,
     ) -> None:
         if region % cell or region <= 0 or halo < 0 or max_age < 1:
             raise ValueError(f"need region a positive multiple of cell, halo >= 0, max_age >= 1; got {region}, {cell}, {halo}, {max_age}")
@@ -297,24 +300,32 @@ class RegionReuse:
                 out[i : i + 1] = prev
                 prev = out[i : i + 1]
                 continue
-            acc = torch.zeros(1, 3, h, w, device=frames.device)
-            weight = torch.zeros(1, 1, h, w, device=frames.device)
+            mine = [(t, c) for k, t, c in jobs if k == i]
+            # Work inside the union of this frame's tiles only; the rest is `prev` as is.
+            y0, y1 = min(t[0] for t, _ in mine), max(t[1] for t, _ in mine)
+            x0, x1 = min(t[2] for t, _ in mine), max(t[3] for t, _ in mine)
+            acc = torch.zeros(1, 3, y1 - y0, x1 - x0, device=frames.device)
+            weight = torch.zeros(1, 1, y1 - y0, x1 - x0, device=frames.device)
+            base = prev[..., y0:y1, x0:x1]
             # Pixels of unchanged regions: where the previous output is still right.
             r = self.region
-            same = ~plan.changed[i].to(frames.device).repeat_interleave(r, 0).repeat_interleave(r, 1)[:h, :w]
-            for _, t, c in (job for job in jobs if job[0] == i):
+            same = ~plan.changed[i].to(frames.device).repeat_interleave(r, 0).repeat_interleave(r, 1)[y0:y1, x0:x1]
+            for t, c in mine:
                 wy = halo_ramp(t[0], t[1], c[0], c[1], self.halo, frames.device)
                 wx = halo_ramp(t[2], t[3], c[2], c[3], self.halo, frames.device)
                 wt = (wy[:, None] * wx[None, :])[None, None]
-                ring = same[t[0] : t[1], t[2] : t[3]].clone()
+                box = np.s_[..., t[0] - y0 : t[1] - y0, t[2] - x0 : t[3] - x0]
+                ring = same[box[1:]].clone()
                 ring[c[0] - t[0] : c[1] - t[0], c[2] - t[2] : c[3] - t[2]] = False
-                y = match_colour(tiles_out[j : j + 1], prev[..., t[0] : t[1], t[2] : t[3]], ring)
-                acc[..., t[0] : t[1], t[2] : t[3]] += y * wt
-                weight[..., t[0] : t[1], t[2] : t[3]] += wt
+                y = match_colour(tiles_out[j : j + 1], base[box], ring)
+                acc[box] += y * wt
+                weight[box] += wt
                 j += 1
             # Where tiles cover fully (weight >= 1) their average; elsewhere they fade into `prev`.
             rest = (1.0 - weight).clamp(min=0.0)
-            out[i : i + 1] = (acc + prev * rest) / (weight + rest)
+            frame = prev.clone()
+            frame[..., y0:y1, x0:x1] = (acc + base * rest) / (weight + rest)
+            out[i : i + 1] = frame
             prev = out[i : i + 1]
         self._out = prev.clone()
         return out
