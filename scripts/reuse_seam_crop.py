@@ -34,9 +34,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("png", type=Path)
     ap.add_argument("--frames", type=int, default=40)
     ap.add_argument("--size", type=int, default=128)
+    ap.add_argument("--full-share", type=float, default=0.35, help="as in the run that made the outputs")
     args = ap.parse_args(argv)
     x = torch.from_numpy(frames(args.clip, args.frames)).permute(0, 3, 1, 2).float() / 255.0
-    reuse, cuts = RegionReuse(), SceneCutDetector()
+    reuse, cuts = RegionReuse(full_share=args.full_share), SceneCutDetector()
     pick = None
     for i in range(0, len(x), 4):
         plan = reuse.plan(x[i : i + 4], cuts(luma_thumbnails(x[i : i + 4])))
