@@ -130,6 +130,7 @@ def enhance(
     dino_cache: bool = typer.Option(ENHANCE.dino_cache, "--dino-cache/--no-dino-cache", help="Reuse DINO features across similar frames."),
     cache_threshold: float = typer.Option(ENHANCE.cache_threshold, "--cache-threshold", min=0.0, help="Max thumbnail difference to reuse DINO features."),
     cache_max_age: int = typer.Option(ENHANCE.cache_max_age, "--cache-max-age", min=1, help="Max frames a key frame's DINO features are reused."),
+    reuse: bool = typer.Option(ENHANCE.reuse, "--reuse/--no-reuse", help="Fixed cameras: recompute only the regions that changed (whole frames at cuts, every --cache-max-age frames, on light changes and camera motion)."),
     compile: bool = typer.Option(ENHANCE.compile, "--compile", help="torch.compile the model (slow start, faster on long videos)."),
     threads: Optional[int] = typer.Option(ENHANCE.threads, "--threads", min=1, help="Torch CPU threads (default: all cores; fewer on a machine shared with busy processes)."),
     stats_json: Optional[Path] = typer.Option(None, "--stats-json", help="Write per-stage timings, fps, cache hit rate, memory and versions here."),
@@ -154,7 +155,7 @@ def enhance(
                 model=model, dino=dino, device=device, precision=precision, batch_size=batch_size, chunk=chunk,
                 tile_overlap=tile_overlap, temporal=temporal, dino_cache=dino_cache,
                 cache_threshold=cache_threshold, cache_max_age=cache_max_age, compile=compile, threads=threads,
-                start=start, end=end, codec=codec, crf=crf, preset=preset, pix_fmt=pix_fmt, audio=not no_audio,
+                reuse=reuse, start=start, end=end, codec=codec, crf=crf, preset=preset, pix_fmt=pix_fmt, audio=not no_audio,
             ),
         )
     with user_errors(), contextlib.ExitStack() as claims:
@@ -187,7 +188,7 @@ def enhance(
                 model, dino=dino, device=device, precision=precision, batch_size=batch_size,
                 chunk=chunk, tile_overlap=tile_overlap, temporal=temporal, dino_cache=dino_cache,
                 cache_threshold=cache_threshold, cache_max_age=cache_max_age, compile=compile,
-                threads=threads,
+                threads=threads, reuse=reuse,
             )
         except ValueError as err:
             raise typer.BadParameter(str(err)) from None
@@ -235,6 +236,8 @@ def enhance(
             if not quiet:
                 cache = stats["dino_cache"]
                 hit = f", DINO cache {100 * cache['hit_rate']:.0f}% reused" if cache and cache["hit_rate"] is not None else ""
+                share = stats["reuse"]["recomputed_share"] if stats["reuse"]["enabled"] else None
+                hit += f", {100 * share:.0f}% of pixels recomputed" if share is not None else ""
                 where = stats["output"] if segment is None else f"{len(stats['live']['segments'])} segment(s) {job.dst.stem}_*{job.dst.suffix}"
                 _say(f"{where}: {stats['frames']} frames, {stats['fps']:.2f} fps{hit}")
         if stats_json is not None and runs:
@@ -339,6 +342,7 @@ def bench(
     precision: str = typer.Option(ENHANCE.precision, "--precision", help="auto, fp32, fp16 or bf16."),
     dino_cache: str = typer.Option("on" if ENHANCE.dino_cache else "off", "--dino-cache", help="on or off."),
     temporal: float = typer.Option(ENHANCE.temporal, "--temporal", min=0.0, max=1.0),
+    reuse: bool = typer.Option(ENHANCE.reuse, "--reuse/--no-reuse", help="Change-driven inference (recompute only changed regions)."),
     chunk: Optional[int] = typer.Option(ENHANCE.chunk, "--chunk", "--tile", min=0, help="Exact chunk size in pixels (0 = never; default: automatic)."),
     codec: str = typer.Option("libx264", "--codec"),
     crf: int = typer.Option(18, "--crf"),
@@ -347,11 +351,22 @@ def bench(
     threads: Optional[int] = typer.Option(ENHANCE.threads, "--threads", min=1, help="Torch CPU threads (default: all cores)."),
     json_path: Optional[Path] = typer.Option(None, "--json", help="Write the full report as JSON here."),
     quiet: bool = typer.Option(False, "-q", "--quiet", help="No table on stdout."),
+    dino_timing: bool = typer.Option(False, "--dino-timing", help="Instead: time a randomly initialised DINOv3 ViT-S/16 of the real size (timing only, never used to enhance) at 360p/720p/1080p."),
 ) -> None:
     """Frame-rate benchmark of the real pipeline with a per-stage breakdown."""
     with user_errors():
         from vidllie.errors import InputError
         from vidllie.pipeline.bench import format_report, run_bench
+
+        if dino_timing:
+            from vidllie.pipeline.bench import format_dino_timing, time_dino
+
+            r = time_dino(device=device, threads=threads)
+            if json_path is not None:
+                _write_json(json_path, r)
+            if not quiet:
+                typer.echo(format_dino_timing(r))
+            return
 
         if dino_cache not in ("on", "off"):
             raise InputError(f"--dino-cache must be on or off, got {dino_cache!r}")
@@ -359,7 +374,7 @@ def bench(
             input, synthetic=synthetic, model=model, dino=dino, frames=frames, warmup=warmup,
             batch_size=batch_size, device=device, precision=precision, dino_cache=dino_cache == "on",
             temporal=temporal, chunk=chunk, codec=codec, crf=crf, preset=preset, compile=compile,
-            threads=threads,
+            threads=threads, reuse=reuse,
         )
         if json_path is not None:
             _write_json(json_path, r)

@@ -93,6 +93,7 @@ def _model_only(enhancer: Enhancer, images: list[np.ndarray]) -> dict[str, Any]:
                 "fps": round(len(images) / seconds, 3),
                 "stages": enhancer.timer.summary(),
                 "dino_cache": enhancer.cache.stats() if enhancer.cache is not None else None,
+                "reuse": enhancer.reuse.stats(),
             }
     best["repeats"] = repeats
     return best
@@ -111,6 +112,7 @@ def run_bench(
     precision: str = DEFAULTS.precision,
     dino_cache: bool = DEFAULTS.dino_cache,
     temporal: float = DEFAULTS.temporal,
+    reuse: bool = DEFAULTS.reuse,
     chunk: int | None = DEFAULTS.chunk,
     codec: str = "libx264",
     crf: int = 18,
@@ -143,6 +145,7 @@ def run_bench(
         enhancer = Enhancer(
             model, dino=dino, device=device, precision=precision, batch_size=batch_size,
             chunk=chunk, temporal=temporal, dino_cache=dino_cache, compile=compile, threads=threads,
+            reuse=reuse,
         )
         images = _read_frames(source, min(frames, _RESIDENT_FRAMES))
         if not images:
@@ -199,6 +202,8 @@ def _report(enhancer: Enhancer, e2e, model_only, source, synthetic, width, heigh
         "compute_waits": e2e.get("waits"),
         "dino_cache": cache,
         "dino_cache_hit_rate": cache["hit_rate"] if cache else None,
+        "reuse": e2e["reuse"],
+        "recomputed_share": e2e["recomputed_share"],
         "peak_host_rss_mb": round(peak_host_rss() / 2**20, 1),
         "peak_device_memory_mb": e2e.get("peak_device_memory_mb"),
         "macs_per_frame": macs,
@@ -212,6 +217,7 @@ def _report(enhancer: Enhancer, e2e, model_only, source, synthetic, width, heigh
             "batch_size": e2e["batch_size"], "effective_batch_size": e2e["effective_batch_size"],
             "chunk": e2e["chunk"], "tile": e2e["tile"], "tile_overlap": e2e["tile_overlap"], "temporal": e2e["temporal"],
             "dino_cache": enhancer.cache is not None and enhancer.cache.enabled,
+            "reuse": enhancer.reuse.enabled,
             "codec": e2e["video"]["codec"], "crf": e2e["video"]["crf"], "preset": e2e["video"]["preset"],
             "torch_threads": e2e.get("torch_threads"),
         },
@@ -243,9 +249,71 @@ def format_report(r: dict[str, Any]) -> str:
         "busy seconds per thread: " + ", ".join(f"{k} {v:.2f}" for k, v in r["threads_busy_seconds"].items()),
         f"bound by: {r['bound_by']} (slowest stage: {r['slowest_stage']})",
         f"DINO cache hit rate: {hit_text}",
+        f"pixels recomputed: {100 * r['recomputed_share']:.1f} % (reuse {'on' if r['settings']['reuse'] else 'off'})",
         f"MACs/frame: {r['macs_per_frame'] / 1e9:.2f} G; achieved {r['achieved_tflops']} TFLOP/s (counted MACs x 2)",
         f"peak host RSS {r['peak_host_rss_mb']} MB; peak device memory "
         f"{r['peak_device_memory_mb'] if r['peak_device_memory_mb'] is not None else 'n/a'} MB",
         "versions: " + ", ".join(f"{k} {v}" for k, v in r["versions"].items() if v),
     ]
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- DINO at real size, timing only
+def random_dinov3_vits16(seed: int = 0) -> torch.nn.Module:
+    """A **randomly initialised** DINOv3 ViT-S/16 of the real configuration (hidden 384, 12 layers,
+    6 heads, MLP 1536, patch 16, 4 registers): FOR TIMING ONLY. Its features are noise; it is never
+    offered for enhancement (no option of ``vidllie enhance`` reaches it)."""
+    from transformers import DINOv3ViTConfig, DINOv3ViTModel
+
+    torch.manual_seed(seed)
+    config = DINOv3ViTConfig(
+        hidden_size=384, num_hidden_layers=12, num_attention_heads=6, intermediate_size=1536,
+        patch_size=16, num_register_tokens=4,
+    )
+    return DINOv3ViTModel(config).eval()
+
+
+def time_dino(
+    sizes: tuple[str, ...] = ("360p", "720p", "1080p"), *, device: str = "cpu", frames: int = 3,
+    short_sides: tuple[int | None, ...] = (224, 448, None), threads: int | None = None,
+) -> dict[str, Any]:
+    """DINO ms/frame (random ViT-S/16 of the real size, timing only) through the pipeline's
+    :class:`~vidllie.models.dino.DinoBackbone` (gamma, normalisation, resize to ``short_side``,
+    layers 3/6/9/12) per frame size and DINO short side (``None``: the frame's own short side).
+    One warm-up call, then the mean of ``frames`` single-frame calls.
+
+    Example:
+        >>> time_dino(("360p",), frames=1, short_sides=(224,))["rows"][0]["size"]  # doctest: +SKIP
+        '640x360'
+    """
+    from vidllie.models.configuration import DinoConfig
+    from vidllie.models.dino import DinoBackbone
+    from vidllie.pipeline.device import resolve_device
+
+    dev = resolve_device(device)
+    vit = random_dinov3_vits16()
+    rows = []
+    with torch.inference_mode(), torch_threads(threads):
+        for size in sizes:
+            w, h = parse_size(size)
+            for short in short_sides:
+                side = short or min(h, w)
+                backbone = DinoBackbone(DinoConfig(backbone=None, short_side=side), backbone=vit).to(dev)
+                x = torch.rand(1, 3, h, w, device=dev)
+                backbone(x)  # warm-up
+                synchronize(dev)
+                t0 = time.perf_counter()
+                for _ in range(frames):
+                    backbone(x)
+                synchronize(dev)
+                ms = 1000 * (time.perf_counter() - t0) / frames
+                rows.append({"size": f"{w}x{h}", "short_side": side, "ms_per_frame": round(ms, 1)})
+    return {"model": "random DINOv3 ViT-S/16 (timing only)", "device": str(dev), "frames": frames,
+            "torch_threads": torch.get_num_threads(), "rows": rows}
+
+
+def format_dino_timing(r: dict[str, Any]) -> str:
+    lines = [f"DINO timing: {r['model']} on {r['device']} ({r['torch_threads']} threads, mean of {r['frames']} frames)",
+             f"{'frame':<12}{'DINO short side':>16}{'ms/frame':>10}"]
+    lines += [f"{row['size']:<12}{row['short_side']:>16}{row['ms_per_frame']:>10.1f}" for row in r["rows"]]
     return "\n".join(lines)

@@ -40,7 +40,9 @@ class DinoCache:
         self.max_age = max_age
         self.hits = 0
         self.misses = 0
-        self.refresh_reasons = {"first": 0, "cut": 0, "changed": 0, "age": 0, "disabled": 0}
+        self.refresh_reasons = {
+            "first": 0, "cut": 0, "changed": 0, "age": 0, "disabled": 0, "global": 0, "moving": 0,
+        }
         self.key_frames: list[int] = []  # stream indices of the key frames (for tests and stats)
         self._seen = 0
         self.reset()
@@ -73,10 +75,14 @@ class DinoCache:
             "refresh_reasons": dict(self.refresh_reasons),
         }
 
-    def plan(self, thumbs: torch.Tensor, cuts: Sequence[bool]) -> list[int]:
+    def plan(
+        self, thumbs: torch.Tensor, cuts: Sequence[bool], refresh: Sequence[str | None] | None = None
+    ) -> list[int]:
         """Decide the key frame of every frame of the batch.
 
-        Returns ``source[i]``: -1 = reuse the cached key from before this batch, ``j >= 0`` = use
+        ``refresh`` (change-driven inference, :mod:`vidllie.pipeline.reuse`): the full-refresh
+        reason of each frame, or None where the frame reuses earlier work; when given it decides
+        the key frames alone (one mechanism: the reuse planner's state and decisions). Returns ``source[i]``: -1 = reuse the cached key from before this batch, ``j >= 0`` = use
         the features of batch frame j (a new key frame; ``source[j] == j``).
         """
         n = thumbs.shape[0]
@@ -97,6 +103,10 @@ class DinoCache:
             reason = None
             if not self.enabled:
                 reason = "disabled"
+            elif refresh is not None and (refresh[i] is not None or key is None):
+                reason = refresh[i] or "first"
+            elif refresh is not None:
+                reason = None
             elif key is None:
                 reason = "first"
             elif cuts[i]:
@@ -118,11 +128,15 @@ class DinoCache:
         self._seen += n
         return source
 
-    def __call__(self, frames: torch.Tensor, thumbs: torch.Tensor, cuts: Sequence[bool]) -> list[torch.Tensor]:
-        """DINO maps for every frame of the batch: list of (B, C, h, w), from key frames."""
+    def __call__(
+        self, frames: torch.Tensor, thumbs: torch.Tensor, cuts: Sequence[bool],
+        refresh: Sequence[str | None] | None = None,
+    ) -> list[torch.Tensor]:
+        """DINO maps for every frame of the batch: list of (B, C, h, w), from key frames
+        (``refresh``: see :meth:`plan`)."""
         if frames.shape[0] != thumbs.shape[0] or len(cuts) != frames.shape[0]:
             raise ValueError("frames, thumbs and cuts must describe the same batch")
-        source = self.plan(thumbs, cuts)
+        source = self.plan(thumbs, cuts, refresh)
         keys = sorted({s for s in source if s >= 0})
         fresh = self.dino(frames[keys]) if keys else None
         # Pool of available maps: [cached key] + fresh keys; gather one entry per frame.

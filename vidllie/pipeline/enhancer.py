@@ -40,6 +40,7 @@ from vidllie.pipeline.device import (
 from vidllie.pipeline.dino_cache import DinoCache
 from vidllie.pipeline.environment import default_cpu_threads, library_versions, torch_threads
 from vidllie.pipeline.options import DEFAULTS, EnhanceConfig
+from vidllie.pipeline.reuse import RegionReuse
 from vidllie.pipeline.runner import ModelRunner
 from vidllie.pipeline.scene import SceneCutDetector, luma_thumbnails
 from vidllie.pipeline.temporal import TemporalSmoother
@@ -57,7 +58,7 @@ class Enhancer:
         model: ``"default"`` (the bundled model), a checkpoint path, or a ``GuidedRestormer``.
         config: an :class:`EnhanceConfig`; keyword ``options`` (its field names: ``dino``,
             ``device``, ``precision``, ``batch_size``, ``chunk``, ``tile_overlap``, ``temporal``,
-            ``dino_cache``, ``cache_threshold``, ``cache_max_age``, ``scene_cut_threshold``,
+            ``dino_cache``, ``cache_threshold``, ``cache_max_age``, ``reuse``, ``scene_cut_threshold``,
             ``compile``, ``channels_last``, ``threads``) override it. Unknown names are refused.
 
     Example:
@@ -110,6 +111,8 @@ class Enhancer:
             else None
         )
         self.cuts = SceneCutDetector(opts.scene_cut_threshold)
+        # Change-driven inference; off = every frame whole (its stats still count the frames).
+        self.reuse = RegionReuse(enabled=opts.reuse, max_age=opts.cache_max_age, align=self.align)
         self.smoother = TemporalSmoother(opts.temporal)
         self._frame_size: tuple[int, int] | None = None
 
@@ -123,6 +126,7 @@ class Enhancer:
         """Start a new stream: forget smoothing state, the DINO key frame and the last scene."""
         self.smoother.reset()
         self.cuts.reset()
+        self.reuse.reset()
         if self.cache is not None:
             self.cache.reset()
         self._frame_size = None
@@ -132,6 +136,7 @@ class Enhancer:
         self.timer = StageTimer(self.device)
         self.cuts.cuts = 0
         self.runner.oom_retries = 0
+        self.reuse.reset_stats()
         if self.cache is not None:
             self.cache.reset_stats()
         reset_peak_memory(self.device)
@@ -179,15 +184,22 @@ class Enhancer:
             with timer.stage("scene", n):
                 thumbs = luma_thumbnails(x)
                 cuts = self.cuts(thumbs)
+                plan = self.reuse.plan(x, cuts) if self.reuse.enabled else None
             dino_maps = None
             if self.cache is not None:
                 with timer.stage("dino", n):
-                    dino_maps = self.cache(x, thumbs, cuts)
+                    # With reuse on, DINO's key frames are the reuse planner's full refreshes.
+                    refresh = None if plan is None else [r if f else None for f, r in zip(plan.full, plan.reasons)]
+                    dino_maps = self.cache(x, thumbs, cuts, refresh)
             with timer.stage("model", n):
-                y = self.runner.infer(x, dino_maps)
+                if plan is None:
+                    y = self.runner.infer(x, dino_maps).clamp_(0.0, 1.0)
+                else:
+                    grid = getattr(self.model, "dino_grid", None)
+                    y = self.reuse.run(x, plan, self.runner.infer, dino_maps, grid)
             with timer.stage("smoothing", n):
                 # Grey in, grey out: an IR camera's frames (R = G = B) must not come out tinted.
-                return keep_grey(self.smoother(y.clamp_(0.0, 1.0), cuts), x)
+                return keep_grey(self.smoother(y, cuts), x)
 
     # ------------------------------------------------------------------ public API
     def enhance_frames(self, frames: Iterable[np.ndarray], *, reset: bool = True) -> Iterator[np.ndarray]:
@@ -246,6 +258,8 @@ class Enhancer:
             "fps": round(frames / wall_seconds, 3) if wall_seconds else None,
             "stages": stages,
             "dino_cache": self.cache.stats() if self.cache is not None else None,
+            "reuse": self.reuse.stats(),
+            "recomputed_share": self.reuse.stats()["recomputed_share"] if self.reuse.enabled else 1.0,
             "scene_cuts": self.cuts.cuts,
             "temporal": self.smoother.strength,
             "device": str(self.device),

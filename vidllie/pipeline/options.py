@@ -41,6 +41,11 @@ class EnhanceConfig:
         tile_overlap: overlap of neighbouring independent feathered tiles, pixels.
         temporal: temporal smoothing strength in [0, 1]; 0 turns it off.
         dino_cache, cache_threshold, cache_max_age: DINO key-frame cache (see ``DinoCache``).
+        reuse: change-driven inference (fixed cameras): recompute only the regions that changed
+            since their output was computed, as tiles blended into the previous output; whole
+            frames at scene cuts, every ``cache_max_age`` frames, on illumination changes and on a
+            moving camera (see :mod:`vidllie.pipeline.reuse`). With it the DINO cache's key
+            frames are the full refreshes.
         scene_cut_threshold: thumbnail difference that counts as a scene cut (resets smoothing
             and the cache).
         compile: wrap the model in ``torch.compile``.
@@ -60,6 +65,7 @@ class EnhanceConfig:
     dino_cache: bool = True
     cache_threshold: float = 0.02
     cache_max_age: int = 30
+    reuse: bool = False
     scene_cut_threshold: float = 0.1
     compile: bool = False
     channels_last: bool = True

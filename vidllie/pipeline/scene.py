@@ -37,6 +37,23 @@ def luma_thumbnails(frames: torch.Tensor, size: int = 64, gamma: float = 0.4) ->
     return kornia.enhance.adjust_gamma(y.clamp(0.0, 1.0), gamma)
 
 
+def luma_cells(frames: torch.Tensor, cell: int = 16, gamma: float = 0.4) -> torch.Tensor:
+    """(B, 3, H, W) in [0, 1] -> (B, 1, ceil(H / cell), ceil(W / cell)) gamma-corrected mean luma of
+    each ``cell`` x ``cell`` block (the last row/column of cells may be partial): a thumbnail on an
+    exact pixel grid, for per-region change detection (:mod:`vidllie.pipeline.reuse`).
+
+    Example:
+        >>> luma_cells(torch.rand(2, 3, 360, 640)).shape
+        torch.Size([2, 1, 23, 40])
+    """
+    if frames.ndim != 4 or frames.shape[1] != 3:
+        raise ValueError(f"frames must be (B, 3, H, W), got {tuple(frames.shape)}")
+    y = luma(frames.float())
+    # ceil_mode averages a partial last cell over its real pixels only.
+    y = F.avg_pool2d(y, cell, cell, ceil_mode=True)
+    return kornia.enhance.adjust_gamma(y.clamp(0.0, 1.0), gamma)
+
+
 def thumbnail_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Mean absolute difference of thumbnails: (N, 1, h, w) x (N, 1, h, w) -> (N,)."""
     return (a - b).abs().flatten(1).mean(dim=1)

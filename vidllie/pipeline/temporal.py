@@ -7,10 +7,15 @@ steady source; a fixed temporal denoiser leaves ghost trails behind moving objec
 1. Brightness stabiliser: the frame's brightness relative to the previous output is measured as
    the *median* log-ratio over a coarse luma grid (moving objects in less than half the cells do
    not move it), and the frame is scaled so its brightness follows a slow exponential average. A
-   steady source gets a gain of 1 (nothing added); a real change is followed within a few frames.
-2. Recursive blending with the previous output, per pixel: weight ``max_weight`` where the
-   (Gaussian-blurred) luma difference is below ``low``, 0 above ``high`` (motion), linear between.
-   Moving content therefore takes the current frame and leaves no trail.
+   steady source gets a gain of 1 (nothing added), and frame-to-frame jitter is damped more than
+   the enhancement's gain amplifies it. A real change (a light switched on, auto-exposure) is
+   told from jitter by persistence: once the ratio has stayed beyond ``step`` with one sign for
+   ``persist`` frames the brightness jumps to the input's, so it is followed within a few frames.
+2. Recursive blending with the previous output, per pixel: where the (Gaussian-blurred) luma
+   difference is below ``low`` the pixel is averaged over the frames it has been static (weight
+   n / (n + 1) after n static frames, capped: the noise falls like a running mean), 0 above
+   ``high`` (motion: the count restarts), linear between. Moving content therefore takes the
+   current frame and leaves no trail.
 
 State (previous output, frame size) carries across batches; a scene cut resets it::
 
@@ -87,12 +92,15 @@ def log_brightness_ratio(current: torch.Tensor, reference: torch.Tensor) -> torc
 class TemporalSmoother(nn.Module):
     """Stateful wrapper: brightness stabiliser + motion-adaptive recursive blend.
 
-    ``strength`` in [0, 1]: 0 passes frames through; the blend weight on static pixels is
-    ``0.9 * strength`` and the brightness follows its average with rate ``1 - 0.9 * strength``.
+    ``strength`` in [0, 1]: 0 passes frames through. Static pixels are averaged over up to
+    ``1 / (1 - cap)`` frames, ``cap = 1 - (1 - 0.9 * strength) / (1 + 5 * strength)`` (0.94 at
+    0.8); brightness follows its average with rate ``0.25 * (1 - 0.9 * strength)`` and jumps after
+    ``persist`` frames beyond ``step`` (log-ratio) with one sign.
     """
 
     def __init__(
-        self, strength: float = 0.8, *, sigma: float = 2.0, low: float = 0.02, high: float = 0.06
+        self, strength: float = 0.8, *, sigma: float = 2.0, low: float = 0.02, high: float = 0.06,
+        step: float = 0.15, persist: int = 3,
     ) -> None:
         super().__init__()
         if not 0.0 <= strength <= 1.0:
@@ -101,7 +109,8 @@ class TemporalSmoother(nn.Module):
             raise ValueError(f"need 0 <= low < high, got {low}, {high}")
         self.strength = float(strength)
         self.sigma, self.low, self.high = sigma, low, high
-        self.previous: torch.Tensor | None = None
+        self.step, self.persist = step, persist
+        self.reset()
 
     @property
     def enabled(self) -> bool:
@@ -109,7 +118,9 @@ class TemporalSmoother(nn.Module):
 
     def reset(self) -> None:
         """Forget the previous output (new stream, scene cut)."""
-        self.previous = None
+        self.previous: torch.Tensor | None = None
+        self.static_frames: torch.Tensor | None = None  # (1, 1, H, W) frames each pixel stayed static
+        self._run = 0  # consecutive frames beyond ``step`` (signed: + brighter, - darker)
 
     def forward(self, frames: torch.Tensor, cuts: Sequence[bool] | None = None) -> torch.Tensor:
         """(T, 3, H, W) consecutive frames in [0, 1] -> smoothed frames (float32).
@@ -123,19 +134,31 @@ class TemporalSmoother(nn.Module):
         frames = frames.float()
         if not self.enabled:
             return frames
-        max_weight = 0.9 * self.strength
-        rate = 1.0 - 0.9 * self.strength  # how fast brightness follows the input
+        cap = 1.0 - (1.0 - 0.9 * self.strength) / (1.0 + 5.0 * self.strength)
+        rate = 0.25 * (1.0 - 0.9 * self.strength)  # how fast brightness follows the input
         out = torch.empty_like(frames)
         for i in range(frames.shape[0]):
             frame = frames[i : i + 1]
             prev = self.previous
             if prev is None or prev.shape != frame.shape or (cuts is not None and cuts[i]):
                 prev = None
+                self._run = 0
+                self.static_frames = torch.zeros_like(frame[:, :1])
             if prev is not None:
-                # Exposure step: out brightness = rate * input + (1 - rate) * previous (log domain).
-                gain = torch.exp(-(1.0 - rate) * log_brightness_ratio(frame, prev))
+                # Exposure: out brightness = rate * input + (1 - rate) * previous (log domain),
+                # or the input's once a change has persisted (a real change, not jitter).
+                ratio = log_brightness_ratio(frame, prev)
+                r = float(ratio[0])
+                sign = (r > self.step) - (r < -self.step)
+                self._run = self._run + sign if sign and sign * self._run >= 0 else sign
+                follow = 1.0 if abs(self._run) >= self.persist else rate
+                gain = torch.exp(-(1.0 - follow) * ratio)
                 frame = (frame * gain.view(-1, 1, 1, 1)).clamp(0.0, 1.0)
-                weight = motion_weight(frame, prev, max_weight, sigma=self.sigma, low=self.low, high=self.high)
+                still = motion_weight(frame, prev, 1.0, sigma=self.sigma, low=self.low, high=self.high)
+                # Running mean over the frames a pixel has been static; motion restarts it.
+                n = torch.where(still >= 0.5, self.static_frames + 1.0, torch.zeros_like(still))
+                self.static_frames = n
+                weight = still * (n / (n + 1.0)).clamp(max=cap)
                 frame = torch.lerp(frame, prev, weight)
             out[i : i + 1] = frame
             self.previous = frame.clone()  # own copy: the caller may reuse or modify `frames`
