@@ -26,138 +26,32 @@ file.
 
 from __future__ import annotations
 
-import json
 import os
 import socket
-import sys
 import time
 import warnings
 from collections import deque
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from vidllie.errors import DeviceError, InputError, OutputError, VidllieError, WeightsError
+from vidllie.pipeline.batch_report import BatchSummary, JobProgress, format_summary
 from vidllie.pipeline.jobs import Job, is_url, plan_jobs
+from vidllie.pipeline.manifest import (
+    MANIFEST_NAME,
+    VIDEO_OPTIONS,
+    FileTask,
+    Manifest,
+    decide,
+    file_stat,
+    remove_partial_outputs,
+    settings_of,
+    utc_now,
+)
 from vidllie.pipeline.options import EnhanceConfig
 
-MANIFEST_NAME = "vidllie-manifest.jsonl"
 INSTALL_RAY = 'Ray is not installed; --workers needs it: pip install "vidllie[ray]" (or pip install -e ".[ray]" in a checkout)'
-
-# Options of one file's video (enhance_video_file keywords) that a batch passes through.
-VIDEO_OPTIONS = ("start", "end", "codec", "crf", "preset", "pix_fmt", "audio")
-_VIDEO_DEFAULTS = {"start": None, "end": None, "codec": "libx264", "crf": 18, "preset": "medium",
-                   "pix_fmt": None, "audio": True}
-# Enhancer options that do not change the output (where and how fast it runs): not in `settings`.
-_RUNTIME_OPTIONS = ("device", "batch_size", "compile", "channels_last", "threads", "tile_overlap")
-
-
-def settings_of(config: EnhanceConfig, video: dict[str, Any]) -> dict[str, Any]:
-    """What decides a file's output: the model (with its file's size and mtime), the enhance
-    options that change pixels, and the video options. A done file is redone when these change.
-
-    Example:
-        >>> s = settings_of(EnhanceConfig(model="default", temporal=0.5), {"crf": 20})
-        >>> s["temporal"], s["crf"], "device" in s
-        (0.5, 20, False)
-    """
-    options = {k: getattr(config, k) for k in EnhanceConfig.names() if k not in _RUNTIME_OPTIONS}
-    model = options.pop("model")
-    if isinstance(model, (str, os.PathLike)):
-        path = Path(model)
-        model_id: Any = str(path.resolve()) if path.is_file() else str(model)
-        if path.is_file():
-            st = path.stat()
-            model_id = [model_id, st.st_size, st.st_mtime]
-    else:
-        model_id = type(model).__name__
-    dino = options["dino"]
-    options["dino"] = dino if dino is None or isinstance(dino, (str, os.PathLike)) else type(dino).__name__
-    return json.loads(json.dumps({"model": model_id, **options, **{**_VIDEO_DEFAULTS, **video}}, default=str))
-
-
-# ---------------------------------------------------------------------------- manifest
-class Manifest:
-    """The JSON-lines record of a batch job beside its outputs; the last line of an input wins.
-
-    Appends are flushed and fsynced line by line, so a killed job loses at most the line being
-    written (a torn last line is ignored on reading).
-    """
-
-    def __init__(self, path: str | os.PathLike) -> None:
-        self.path = Path(path)
-        self.rows: dict[str, dict[str, Any]] = {}
-        if self.path.is_file():
-            for line in self.path.read_text(errors="replace").splitlines():
-                try:
-                    row = json.loads(line)
-                except ValueError:
-                    continue  # torn line of a killed job
-                if isinstance(row, dict) and "input" in row:
-                    self.rows[row["input"]] = row
-
-    def last(self, src: str) -> dict[str, Any] | None:
-        return self.rows.get(src)
-
-    def append(self, row: dict[str, Any]) -> None:
-        self.rows[row["input"]] = row
-        try:
-            with open(self.path, "a", encoding="utf-8") as f:
-                f.write(json.dumps(row, default=str) + "\n")
-                f.flush()
-                os.fsync(f.fileno())
-        except OSError as err:
-            raise OutputError(f"cannot write the manifest {self.path}: {err.strerror}") from None
-
-
-@dataclass
-class FileTask:
-    """One file of the job: paths as the manifest keys them, and its input's size and mtime."""
-
-    input: str
-    output: str
-    size: int | None
-    mtime: float | None
-    overwrite: bool = False
-    previous: dict[str, Any] | None = field(default=None, repr=False)
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-def _stat(src: str) -> tuple[int | None, float | None]:
-    try:
-        st = os.stat(src)
-    except OSError:
-        return None, None
-    return st.st_size, st.st_mtime
-
-
-def decide(task: FileTask, settings: dict[str, Any], *, retry_failed: bool = False, force: bool = False) -> str:
-    """``"skip"`` (done earlier, unchanged), ``"keep-failed"`` (failed earlier on the same bytes
-    and settings; retried only with ``retry_failed``) or ``"run"``."""
-    prev = task.previous
-    if force or prev is None:
-        return "run"
-    same = prev.get("size") == task.size and prev.get("mtime") == task.mtime and prev.get("settings") == settings
-    if prev.get("status") == "done" and same and prev.get("output") == task.output and Path(task.output).is_file():
-        return "skip"
-    if prev.get("status") == "failed" and same and not retry_failed and task.size is not None:
-        return "keep-failed"
-    return "run"
-
-
-def _remove_partial(output: str) -> None:
-    """Temp files a killed worker left for ``output`` (VideoWriter's ``.<stem>.<hex>.part<ext>``)."""
-    dst = Path(output)
-    for p in dst.parent.glob(f".{dst.stem}.*.part{dst.suffix}"):
-        try:
-            p.unlink()
-        except OSError:
-            pass
 
 
 # ---------------------------------------------------------------------------- worker
@@ -227,95 +121,7 @@ class FileWorker:
         return result
 
 
-# ---------------------------------------------------------------------------- progress display
-class JobProgress:
-    """Whole-job line (files done, frames/s over all workers, ETA by input bytes) and one line per
-    worker (its file, frames, fps), as tqdm bars on stderr."""
-
-    def __init__(self, total_files: int, total_bytes: int, workers: int, enabled: bool = True) -> None:
-        self.total_bytes, self.enabled = max(total_bytes, 1), enabled
-        self.t0 = time.perf_counter()
-        self.done_bytes, self.done_frames, self.files = 0, 0, 0
-        self.bars: list[Any] = []
-        if enabled and total_files:
-            from tqdm import tqdm
-
-            self.job = tqdm(total=total_files, desc="job", unit="file", file=sys.stderr, dynamic_ncols=True,
-                            bar_format="{desc}: {n_fmt}/{total_fmt} files |{bar}|{postfix}")
-        else:
-            self.job = None
-        self.add_workers(workers)
-
-    def add_workers(self, n: int) -> None:
-        """One line per worker (added once the pool's size is known)."""
-        if self.job is None or self.bars:
-            return
-        from tqdm import tqdm
-
-        self.bars = [tqdm(total=0, desc=f"worker {i}: starting", position=i + 1, file=sys.stderr, dynamic_ncols=True,
-                          bar_format="{desc}", leave=False) for i in range(n)]
-
-    def file_done(self, size: int | None, frames: int) -> None:
-        self.files += 1
-        self.done_bytes += size or 0
-        self.done_frames += frames
-        if self.job is not None:
-            self.job.update(1)
-
-    def update(self, snapshots: list[dict[str, Any]], sizes: dict[str, int | None]) -> dict[str, Any]:
-        """Refresh from the workers' ``progress()``; returns the job's figures."""
-        elapsed = time.perf_counter() - self.t0
-        partial_bytes = sum((sizes.get(s["input"]) or 0) * min(1.0, s["frames"] / s["total"])
-                            for s in snapshots if s.get("input") and s.get("total"))
-        frames = self.done_frames + sum(s.get("frames", 0) for s in snapshots if s.get("input"))
-        done = self.done_bytes + partial_bytes
-        eta = (self.total_bytes - done) / (done / elapsed) if done > 0 and elapsed > 0 else None
-        figures = {"files_done": self.files, "frames": frames, "fps": frames / elapsed if elapsed > 0 else 0.0,
-                   "eta_seconds": eta}
-        if self.job is not None:
-            eta_text = "?" if eta is None else time.strftime("%H:%M:%S", time.gmtime(max(0.0, eta)))
-            self.job.set_postfix_str(f"{figures['fps']:.2f} frames/s, ETA {eta_text}")
-            for i, (bar, s) in enumerate(zip(self.bars, snapshots)):
-                if s.get("input"):
-                    fps = s["frames"] / max(1e-6, time.time() - s["started"]) if s.get("started") else 0.0
-                    total = s["total"] if s.get("total") else "?"
-                    bar.set_description_str(f"worker {i}: {Path(s['input']).name} {s['frames']}/{total} frames, {fps:.2f} fps")
-                else:
-                    bar.set_description_str(f"worker {i}: idle")
-        return figures
-
-    def close(self) -> None:
-        for bar in self.bars:
-            bar.close()
-        if self.job is not None:
-            self.job.close()
-
-
 # ---------------------------------------------------------------------------- the job
-@dataclass
-class BatchSummary:
-    """What ``--stats-json`` writes for a batch job."""
-
-    files: int
-    done: int
-    failed: int
-    skipped: int
-    frames: int
-    wall_seconds: float
-    fps: float
-    files_per_hour: float
-    workers: int
-    gpus_per_worker: float
-    cpus_per_worker: float | None
-    manifest: str
-    startup_seconds: float | None
-    per_worker: dict[str, dict[str, Any]]
-    rows: list[dict[str, Any]]
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
 def plan_batch(inputs: Iterable[str | os.PathLike], out_dir: str | os.PathLike | None) -> tuple[list[Job], Path]:
     """The job's files and its manifest path (``out_dir/vidllie-manifest.jsonl``; without
     ``out_dir``, the outputs' common folder, which must be one)."""
@@ -400,7 +206,7 @@ def enhance_many(
     tasks, actions = [], {}
     for job in jobs:
         src, dst = str(Path(job.src).resolve()), str(job.dst.resolve())
-        size, mtime = _stat(src)
+        size, mtime = file_stat(src)
         prev = manifest.last(src)
         task = FileTask(src, dst, size, mtime, previous=prev)
         actions[src] = decide(task, settings, retry_failed=retry_failed, force=force)
@@ -419,7 +225,7 @@ def enhance_many(
                "seconds": result.get("seconds"), "error": result.get("error"),
                "exit_code": result.get("exit_code", 0), "worker": result.get("worker"),
                **{k: result[k] for k in ("model", "device", "torch_threads") if k in result},
-               "warnings": result.get("warnings", []), "finished": _now()}
+               "warnings": result.get("warnings", []), "finished": utc_now()}
         manifest.append(row)
         results[task.input] = row
         if on_file is not None:
@@ -432,10 +238,10 @@ def enhance_many(
             record(task, {"status": "failed", "error": f"{task.output} exists; pass -y to overwrite", "exit_code": 3})
             return False
         if task.previous is not None and task.previous.get("status") == "running":
-            _remove_partial(task.output)  # left by a killed worker
+            remove_partial_outputs(task.output)  # left by a killed worker
         manifest.append({"input": task.input, "size": task.size, "mtime": task.mtime, "settings": settings,
                          "status": "running", "output": task.output, "frames": 0, "seconds": None,
-                         "error": None, "worker": worker, "started": _now()})
+                         "error": None, "worker": worker, "started": utc_now()})
         return True
 
     display = JobProgress(len(todo), sum(t.size or 0 for t in todo), workers or 0, enabled=progress)
@@ -615,31 +421,6 @@ def _error_of(code: int, message: str) -> VidllieError:
         if cls.exit_code == code:
             return cls(message)
     return VidllieError(message)
-
-
-def format_summary(rows: list[dict[str, Any]]) -> str:
-    """The job's table: one line per file (what this run did, frames, seconds, fps, error) and totals.
-
-    Example:
-        >>> print(format_summary([{"input": "/a/x.mp4", "action": "enhanced", "status": "done",
-        ...                        "frames": 30, "seconds": 2.0, "error": None}]))
-        status       frames  seconds    fps  input
-        enhanced         30      2.0  15.00  x.mp4
-        1 files: 1 enhanced, 0 skipped, 0 failed
-    """
-    lines = [f"{'status':<11} {'frames':>7} {'seconds':>8} {'fps':>6}  input"]
-    for r in rows:
-        frames = r.get("frames") or 0
-        secs = r.get("seconds")
-        fps = f"{frames / secs:6.2f}" if secs and r.get("status") == "done" else f"{'':>6}"
-        secs_text = f"{secs:8.1f}" if secs is not None else f"{'':>8}"
-        err = f"  {r['error']}" if r.get("status") == "failed" and r.get("error") else ""
-        lines.append(f"{r.get('action', r.get('status')):<11} {frames:>7} {secs_text} {fps}  {Path(r['input']).name}{err}")
-    n = len(rows)
-    counts = {k: sum(r.get("action") == k for r in rows) for k in ("enhanced", "skipped")}
-    failed = sum(r.get("status") == "failed" for r in rows)
-    lines.append(f"{n} files: {counts['enhanced']} enhanced, {counts['skipped']} skipped, {failed} failed")
-    return "\n".join(lines)
 
 
 __all__ = ["MANIFEST_NAME", "BatchSummary", "FileWorker", "Manifest", "decide", "enhance_many",
