@@ -320,10 +320,7 @@ def info(
         from vidllie.models.info import describe, format_info
         from vidllie.pipeline.options import parse_size
 
-        try:
-            width, height = (int(v) for v in size.lower().split("x"))
-        except ValueError:
-            raise InputError(f"--size must look like 640x360, got {size!r}") from None
+        width, height = parse_size(size)
         use_dino: object = False if (dino or "").lower() == "none" else dino
         d = describe(model, height=height, width=width, dino=use_dino)
         typer.echo(json.dumps(d, indent=2, default=str) if as_json else format_info(d))

@@ -39,7 +39,7 @@ from vidllie.pipeline.device import (
 )
 from vidllie.pipeline.dino_cache import DinoCache
 from vidllie.pipeline.environment import default_cpu_threads, library_versions, torch_threads
-from vidllie.pipeline.options import DEFAULTS, EnhanceConfig
+from vidllie.pipeline.options import EnhanceConfig
 from vidllie.pipeline.reuse import RegionReuse
 from vidllie.pipeline.runner import ModelRunner
 from vidllie.pipeline.scene import SceneCutDetector, luma_thumbnails
