@@ -253,6 +253,7 @@ def _pipe_options(jobs, out_format, input_format, size, rate, pix_fmt) -> tuple[
     from raw input gets the encoder's default."""
     from vidllie.errors import InputError
     from vidllie.pipeline.jobs import is_pipe
+    from vidllie.pipeline.options import parse_size
     from vidllie.video.pipes import DEFAULT_PIPE_FORMAT, check_pipe_format, raw_video_options, stdout_seekable
 
     kw: dict = {"format": out_format, "input_format": input_format}
@@ -263,8 +264,8 @@ def _pipe_options(jobs, out_format, input_format, size, rate, pix_fmt) -> tuple[
         if size is None:
             raise InputError("--input-format rawvideo needs the frame size: --size WxH")
         try:
-            width, height = (int(v) for v in size.lower().split("x"))
-        except ValueError:
+            width, height = parse_size(size)
+        except InputError:
             raise InputError(f"--size must look like 640x360, got {size!r}") from None
         kw["input_options"] = raw_video_options(width, height, rate or "25", pix_fmt or "rgb24")
         pix_fmt = (pix_fmt or "rgb24") if out_format == "rawvideo" else None
