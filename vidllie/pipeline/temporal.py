@@ -147,11 +147,12 @@ class TemporalSmoother(nn.Module):
             if prev is not None:
                 # Exposure: out brightness = rate * input + (1 - rate) * previous (log domain),
                 # or the input's once a change has persisted (a real change, not jitter).
+                # Counted on the device (tensors, no float()): no device->host sync per frame.
                 ratio = log_brightness_ratio(frame, prev)
-                r = float(ratio[0])
-                sign = (r > self.step) - (r < -self.step)
-                self._run = self._run + sign if sign and sign * self._run >= 0 else sign
-                follow = 1.0 if abs(self._run) >= self.persist else rate
+                sign = (ratio[0] > self.step).float() - (ratio[0] < -self.step).float()
+                same_way = (sign != 0) & (sign * self._run >= 0)
+                self._run = torch.where(same_way, self._run + sign, sign)
+                follow = rate + (1.0 - rate) * (self._run.abs() >= self.persist).float()
                 gain = torch.exp(-(1.0 - follow) * ratio)
                 frame = (frame * gain.view(-1, 1, 1, 1)).clamp(0.0, 1.0)
                 still = motion_weight(frame, prev, 1.0, sigma=self.sigma, low=self.low, high=self.high)
