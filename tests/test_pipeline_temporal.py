@@ -259,3 +259,53 @@ def test_guidance_is_resampled_onto_each_tiles_own_dino_grid():
         ix = (want_x >= xs[0]) & (want_x <= xs[-1])
         assert torch.allclose(crop[0, 0, iy, 0], want_y[iy], atol=1e-2)
         assert torch.allclose(crop[0, 1, 0, ix], want_x[ix], atol=1e-2)
+
+
+def amplified_clip(n: int = 40, gain: float = 4.0, seed: int = 3):
+    """A dark moving-camera clip whose content changes move the mean luma (a bright car crossing,
+    sensor noise), and its 'enhancement': ``gain`` x the source, which multiplies those changes."""
+    rng = np.random.default_rng(seed)
+    base = 0.35 * scene()
+    source = []
+    for t in range(n):
+        img = np.roll(base, 3 * t, axis=1) + rng.normal(0, 2 / 255, base.shape)
+        x0 = int(5 * t) % W
+        img[20:50, x0 : x0 + 30] += 0.12 * (1 + np.sin(t))  # a lamp-lit car, brightness varies
+        source.append(np.clip(img, 0, 1))
+    source = torch.from_numpy(np.stack(source)).permute(0, 3, 1, 2).float()
+    return source, (gain * source).clamp(0, 1)
+
+
+def flicker(frames: torch.Tensor) -> float:
+    from vidllie.ops import luma
+
+    return float(torch.diff(luma(frames).mean(dim=(1, 2, 3))).std())
+
+
+def test_brightness_change_limiter_keeps_flicker_below_the_sources():
+    source, enhanced = amplified_clip()
+    free = TemporalSmoother(0.8)(enhanced)
+    limited = TemporalSmoother(0.8)(enhanced, source=source)
+    print(f"flicker: source {flicker(source):.4f}, enhanced {flicker(enhanced):.4f}, "
+          f"smoothed {flicker(free):.4f}, limited {flicker(limited):.4f}")
+    assert flicker(free) > 2 * flicker(source)  # the case the limiter exists for
+    assert flicker(limited) <= flicker(source)
+    # ... without losing the enhanced brightness
+    assert abs(float(limited.mean()) - float(enhanced.mean())) < 0.05 * float(enhanced.mean())
+
+
+def test_limiter_follows_a_light_switched_on_within_a_few_frames():
+    """Source brightness steps x3 at frame 12 (a light switched on): the output follows it fully
+    within persist + 2 frames instead of creeping up at the limiter's pull rate."""
+    base = torch.from_numpy(0.06 * scene()).permute(2, 0, 1).float()[None]
+    source = torch.cat([base] * 12 + [3 * base] * 12)
+    enhanced = (5 * source).clamp(0, 1)
+    out = TemporalSmoother(0.8)(enhanced, source=source)
+    ratio = out.mean(dim=(1, 2, 3)) / enhanced.mean(dim=(1, 2, 3))
+    assert torch.allclose(ratio[:12], torch.ones(12), atol=0.02)
+    assert float(ratio[12 + 3 + 2]) > 0.95, ratio[12:].tolist()
+
+
+def test_limiter_needs_matching_source_frames():
+    with pytest.raises(ValueError, match="source"):
+        TemporalSmoother(0.8)(torch.rand(3, 3, 8, 8), source=torch.rand(2, 3, 8, 8))

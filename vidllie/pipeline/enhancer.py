@@ -199,7 +199,7 @@ class Enhancer:
                     y = self.reuse.run(x, plan, self.runner.infer, dino_maps, grid)
             with timer.stage("smoothing", n):
                 # Grey in, grey out: an IR camera's frames (R = G = B) must not come out tinted.
-                return keep_grey(self.smoother(y, cuts), x)
+                return keep_grey(self.smoother(y, cuts, source=x), x)
 
     # ------------------------------------------------------------------ public API
     def enhance_frames(self, frames: Iterable[np.ndarray], *, reset: bool = True) -> Iterator[np.ndarray]:

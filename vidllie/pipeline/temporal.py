@@ -1,6 +1,6 @@
 """Causal, motion-adaptive temporal smoothing of enhanced frames (kornia ops).
 
-Per-frame enhancement flickers: the global brightness pumps and the noise crawls. Two stages fix
+Per-frame enhancement flickers: the global brightness pumps and the noise crawls. Three stages fix
 that without the failures of the usual filters (a moving-average deflicker adds flicker on a
 steady source; a fixed temporal denoiser leaves ghost trails behind moving objects):
 
@@ -11,7 +11,14 @@ steady source; a fixed temporal denoiser leaves ghost trails behind moving objec
    the enhancement's gain amplifies it. A real change (a light switched on, auto-exposure) is
    told from jitter by persistence: once the ratio has stayed beyond ``step`` with one sign for
    ``persist`` frames the brightness jumps to the input's, so it is followed within a few frames.
-2. Recursive blending with the previous output, per pixel: where the (Gaussian-blurred) luma
+2. Brightness-change limiter (when the source frames are given): the output's mean luma may
+   move from frame to frame by at most ``follow`` times the *source's* change plus ``pull``
+   times its own. The enhancement multiplies the brightness several times over, so without it a
+   dashcam's content changes (headlights entering the frame) come out as larger brightness swings
+   than the input has; with it the output flickers less than its source, and still settles at
+   the enhanced brightness (a gap closes by ``pull`` per frame). A persisting change (stage 1's
+   detector) is followed at once.
+3. Recursive blending with the previous output, per pixel: where the (Gaussian-blurred) luma
    difference is below ``low`` the pixel is averaged over the frames it has been static (weight
    n / (n + 1) after n static frames, capped: the noise falls like a running mean), 0 above
    ``high`` (motion: the count restarts), linear between. Moving content therefore takes the
@@ -20,7 +27,7 @@ steady source; a fixed temporal denoiser leaves ghost trails behind moving objec
 State (previous output, frame size) carries across batches; a scene cut resets it::
 
     smoother = TemporalSmoother(strength=0.8)
-    out = smoother(frames, cuts=[False] * len(frames))   # frames (T, 3, H, W) in [0, 1]
+    out = smoother(frames, cuts=[False] * len(frames), source=inputs)   # (T, 3, H, W) in [0, 1]
 """
 
 from __future__ import annotations
@@ -38,6 +45,10 @@ from vidllie.ops import luma
 _GRID = 32
 # Floor added to luma before taking log-ratios: keeps near-black cells from dominating.
 _EPS = 0.02
+# Brightness-change limiter: the output's mean luma may change by FOLLOW x the source's change
+# + PULL x its own change per frame (docs/benchmarks.md, flicker).
+FOLLOW = 0.7
+PULL = 0.05
 
 
 def motion_weight(
@@ -100,7 +111,7 @@ class TemporalSmoother(nn.Module):
 
     def __init__(
         self, strength: float = 0.8, *, sigma: float = 2.0, low: float = 0.02, high: float = 0.06,
-        step: float = 0.15, persist: int = 3,
+        step: float = 0.15, persist: int = 3, follow: float = FOLLOW, pull: float = PULL,
     ) -> None:
         super().__init__()
         if not 0.0 <= strength <= 1.0:
@@ -110,6 +121,7 @@ class TemporalSmoother(nn.Module):
         self.strength = float(strength)
         self.sigma, self.low, self.high = sigma, low, high
         self.step, self.persist = step, persist
+        self.follow, self.pull = follow, pull
         self.reset()
 
     @property
@@ -121,14 +133,22 @@ class TemporalSmoother(nn.Module):
         self.previous: torch.Tensor | None = None
         self.static_frames: torch.Tensor | None = None  # (1, 1, H, W) frames each pixel stayed static
         self._run = 0  # consecutive frames beyond ``step`` (signed: + brighter, - darker)
+        self._mean: torch.Tensor | None = None  # the limiter's last output mean luma (device scalar)
+        self._source_mean: torch.Tensor | None = None  # ... and its source frame's
 
-    def forward(self, frames: torch.Tensor, cuts: Sequence[bool] | None = None) -> torch.Tensor:
+    def forward(
+        self, frames: torch.Tensor, cuts: Sequence[bool] | None = None, source: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """(T, 3, H, W) consecutive frames in [0, 1] -> smoothed frames (float32).
 
-        ``cuts[i]`` True means frame i starts a new scene: smoothing restarts there.
+        ``cuts[i]`` True means frame i starts a new scene: smoothing restarts there. ``source``:
+        the frames before enhancement (same shape; any float dtype), for the brightness-change
+        limiter; without it the limiter is off.
         """
         if frames.ndim != 4 or frames.shape[1] != 3:
             raise ValueError(f"frames must be (T, 3, H, W), got {tuple(frames.shape)}")
+        if source is not None and (source.shape[0] != frames.shape[0] or source.shape[1] != 3):
+            raise ValueError(f"source must be (T, 3, H, W) like frames, got {tuple(source.shape)} for {tuple(frames.shape)}")
         if cuts is not None and len(cuts) != frames.shape[0]:
             raise ValueError(f"got {len(cuts)} cut flags for {frames.shape[0]} frames")
         frames = frames.float()
@@ -143,7 +163,9 @@ class TemporalSmoother(nn.Module):
             if prev is None or prev.shape != frame.shape or (cuts is not None and cuts[i]):
                 prev = None
                 self._run = 0
+                self._mean = self._source_mean = None
                 self.static_frames = torch.zeros_like(frame[:, :1])
+            jump = None
             if prev is not None:
                 # Exposure: out brightness = rate * input + (1 - rate) * previous (log domain),
                 # or the input's once a change has persisted (a real change, not jitter).
@@ -152,7 +174,8 @@ class TemporalSmoother(nn.Module):
                 sign = (ratio[0] > self.step).float() - (ratio[0] < -self.step).float()
                 same_way = (sign != 0) & (sign * self._run >= 0)
                 self._run = torch.where(same_way, self._run + sign, sign)
-                follow = rate + (1.0 - rate) * (self._run.abs() >= self.persist).float()
+                jump = (self._run.abs() >= self.persist).float()
+                follow = rate + (1.0 - rate) * jump
                 gain = torch.exp(-(1.0 - follow) * ratio)
                 frame = (frame * gain.view(-1, 1, 1, 1)).clamp(0.0, 1.0)
                 still = motion_weight(frame, prev, 1.0, sigma=self.sigma, low=self.low, high=self.high)
@@ -161,6 +184,27 @@ class TemporalSmoother(nn.Module):
                 self.static_frames = n
                 weight = still * (n / (n + 1.0)).clamp(max=cap)
                 frame = torch.lerp(frame, prev, weight)
+            if source is not None:
+                frame = self._limit_brightness_change(frame, source[i : i + 1], jump)
             out[i : i + 1] = frame
             self.previous = frame.clone()  # own copy: the caller may reuse or modify `frames`
         return out
+
+    def _limit_brightness_change(self, frame: torch.Tensor, source: torch.Tensor, jump: torch.Tensor | None) -> torch.Tensor:
+        """Scale ``frame`` (1, 3, H, W) so its mean luma changes by at most ``follow`` x the
+        source's change plus ``pull`` x its own change; ``jump`` (0/1 tensor) lifts the bound.
+        All on the device (no host sync)."""
+        mean = luma(frame).mean()
+        source_mean = luma(source.float()).mean()
+        if self._mean is not None:
+            change = mean - self._mean
+            bound = self.follow * (source_mean - self._source_mean).abs() + self.pull * change.abs()
+            limited = torch.minimum(torch.maximum(change, -bound), bound)
+            if jump is not None:
+                limited = torch.lerp(limited, change, jump)
+            # A gain, not an offset: blacks stay black. Bounded so that a black frame cannot blow up.
+            gain = ((self._mean + limited) / mean.clamp(min=1e-4)).clamp(0.25, 4.0)
+            frame = (frame * gain).clamp(0.0, 1.0)
+            mean = luma(frame).mean()  # what the frame now has (clipping, the gain's bounds)
+        self._mean, self._source_mean = mean, source_mean
+        return frame
