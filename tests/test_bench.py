@@ -85,6 +85,24 @@ def test_bench_cli_synthetic_writes_json(micro_path, tmp_path):
     assert "frames/s" in proc.stdout
 
 
+def test_bench_compare_runs_both_models_in_one_run(micro_path, guided_path, tmp_path):
+    out = tmp_path / "bench.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "vidllie", "bench", "--synthetic", "128x96", "--model", str(micro_path),
+         "--compare", str(guided_path), "--frames", "6", "--batch-size", "2", "--device", "cpu",
+         "--preset", "ultrafast", "--json", str(out)],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    r = json.loads(out.read_text())
+    _check_report(r["model"], 6)
+    _check_report(r["reference"], 6)
+    assert r["reference"]["dino_cache_hit_rate"] is not None and r["model"]["dino_cache_hit_rate"] is None
+    fps = [r[k]["end_to_end"]["fps"] for k in ("model", "reference")]
+    assert r["speedup"]["end_to_end"] == round(fps[0] / fps[1], 3)
+    assert "x end to end" in proc.stdout
+
+
 def test_bench_bad_arguments_are_one_line_errors(micro_path, tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "vidllie", "bench", "--synthetic", "wide", "--model", str(micro_path)],

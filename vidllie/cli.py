@@ -332,6 +332,7 @@ def bench(
     input: Optional[str] = typer.Argument(None, metavar="[INPUT]", help="Video to benchmark on (or use --synthetic)."),
     synthetic: Optional[str] = typer.Option(None, "--synthetic", help="Generate a night-like WxH clip (e.g. 1280x720, 4k) instead."),
     model: str = typer.Option(ENHANCE.model, "--model", help="Checkpoint or 'default'."),
+    compare: Optional[str] = typer.Option(None, "--compare", help="Also run this model (e.g. quality) with the same settings, and report the speed ratio."),
     dino: Optional[str] = typer.Option(ENHANCE.dino, "--dino", help="DINO backbone id/folder; 'none' runs without guidance."),
     frames: int = typer.Option(300, "--frames", min=1, help="Frames timed end to end (after the warm-up)."),
     warmup: Optional[int] = typer.Option(None, "--warmup", min=0, help="Warm-up frames (default: two batches)."),
@@ -368,16 +369,24 @@ def bench(
 
         if dino_cache not in ("on", "off"):
             raise InputError(f"--dino-cache must be on or off, got {dino_cache!r}")
-        r = run_bench(
-            input, synthetic=synthetic, model=model, dino=dino, frames=frames, warmup=warmup,
+        settings = dict(
+            synthetic=synthetic, dino=dino, frames=frames, warmup=warmup,
             batch_size=batch_size, device=device, precision=precision, dino_cache=dino_cache == "on",
             temporal=temporal, chunk=chunk, codec=codec, crf=crf, preset=preset, compile=compile,
             threads=threads, reuse=reuse,
         )
-        if json_path is not None:
-            _write_json(json_path, r)
+        r = run_bench(input, model=model, **settings)
         if not quiet:
             typer.echo(format_report(r))
+        if compare is not None:
+            from vidllie.pipeline.bench import compare_reports, format_comparison
+
+            other = run_bench(input, model=compare, **settings)
+            r = compare_reports(r, other)
+            if not quiet:
+                typer.echo("\n" + format_report(other) + "\n\n" + format_comparison(r))
+        if json_path is not None:
+            _write_json(json_path, r)
 
 
 @app.command()

@@ -258,6 +258,27 @@ def format_report(r: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def compare_reports(report: dict[str, Any], reference: dict[str, Any]) -> dict[str, Any]:
+    """Two :func:`run_bench` results of one run (same input and settings) and their speed ratios.
+
+    Example:
+        >>> a = {"end_to_end": {"fps": 12.0}, "model_only": {"fps": 20.0}}
+        >>> b = {"end_to_end": {"fps": 2.0}, "model_only": {"fps": 2.5}}
+        >>> compare_reports(a, b)["speedup"]
+        {'end_to_end': 6.0, 'model_only': 8.0}
+    """
+    ratio = {k: round(report[k]["fps"] / reference[k]["fps"], 3) if reference[k]["fps"] else None
+             for k in ("end_to_end", "model_only")}
+    return {"model": report, "reference": reference, "speedup": ratio}
+
+
+def format_comparison(r: dict[str, Any]) -> str:
+    names = [x["settings"]["model"]["name"] for x in (r["model"], r["reference"])]
+    return (f"{names[0]} vs {names[1]}: {r['speedup']['end_to_end']:.2f}x end to end "
+            f"({r['model']['end_to_end']['fps']:.2f} vs {r['reference']['end_to_end']['fps']:.2f} frames/s), "
+            f"{r['speedup']['model_only']:.2f}x model-only")
+
+
 # ---------------------------------------------------------------- DINO at real size, timing only
 def random_dinov3_vits16(seed: int = 0) -> torch.nn.Module:
     """A **randomly initialised** DINOv3 ViT-S/16 of the real configuration (hidden 384, 12 layers,
