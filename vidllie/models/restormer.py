@@ -260,11 +260,13 @@ class Restormer(nn.Module):
         if s > 1:
             out = F.pixel_shuffle(out, s)  # (B, C_out, H*s, W*s)
         if self.config.output_head == "affine":
-            coeffs = self.affine(refined)  # (B, 12, H, W): a colour transform per working pixel
+            # Channels-first from here: on a CPU, bilinear upsampling and the per-pixel products on
+            # these 3- and 12-channel full-resolution maps are 2-6x faster than in channels-last.
+            coeffs = self.affine(refined).contiguous()  # (B, 12, H, W): a colour transform per working pixel
             if s > 1:
                 # Smooth at full resolution; the detail comes from x itself.
                 coeffs = F.interpolate(coeffs, size=x.shape[-2:], mode="bilinear", align_corners=False)
-            out = out + apply_affine(coeffs.to(x.dtype), x)
+            out = out.contiguous() + apply_affine(coeffs.to(x.dtype), x.contiguous())
         elif self.config.in_channels == self.config.out_channels:
             out = out + x
         return out
