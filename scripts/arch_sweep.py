@@ -37,11 +37,12 @@ CANDIDATES = {
     "u4, dim 16, affine": lambda: _unguided("u4-affine", pixel_unshuffle=4, output_head="affine"),
     "u4, dim 16, blocks 1-2-2-2, affine": lambda: _unguided("u4-light", num_blocks=(1, 2, 2, 2), pixel_unshuffle=4,
                                                              output_head="affine"),
-    "u8, dim 32, affine (fast)": lambda: variant_config("fast"),
+    "u8, dim 32, affine (first choice)": lambda: _unguided("u8-d32", dim=32, pixel_unshuffle=8, output_head="affine"),
     "u8, dim 32, blocks 1-2-2-2, affine": lambda: _unguided("u8-d32-light", dim=32, num_blocks=(1, 2, 2, 2),
                                                              pixel_unshuffle=8, output_head="affine"),
     "u8, dim 32, residual": lambda: _unguided("u8-d32-residual", dim=32, pixel_unshuffle=8),
     "u8, dim 24, affine": lambda: _unguided("u8-d24", dim=24, pixel_unshuffle=8, output_head="affine"),
+    "u8, dim 24, blocks 1-2-2-2, affine (fast)": lambda: variant_config("fast"),
 }
 
 

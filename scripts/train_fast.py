@@ -1,10 +1,11 @@
 """Train, export and check the next default model (issue 11): `fast` on night-light data.
 
-    python scripts/train_fast.py train [--stage 1|2] [--resume]  # vidllie train --config configs/train/fast.yaml / fast-stage2.yaml
+    python scripts/train_fast.py train [--resume]      # = vidllie train --config configs/train/fast.yaml
     python scripts/train_fast.py pairs                 # held-out pairs: runs/heldout (global) and runs/heldout-nightlight
-    python scripts/train_fast.py export                # stage 2's final EMA -> vidllie/weights/fast.safetensors
-    python scripts/train_fast.py evaluate [--model M]  # both held-out splits, M (default: the export) and `quality`
-    python scripts/train_fast.py smoke [--steps 30]    # a short run of each stage on small crops: s/step, loss, exact resume
+    python scripts/train_fast.py export                # the final EMA -> vidllie/weights/fast.safetensors
+    python scripts/train_fast.py evaluate [--model M] [--no-reference]  # both held-out splits, M (default: the export) and `quality`
+    python scripts/train_fast.py realclip [--model M]  # ../shared/media/night_dashcam.mp4 through the whole pipeline: issue 11's bars
+    python scripts/train_fast.py smoke [--steps 30]    # a short run on small crops: s/step, loss, exact resume
 
 Making it the default is then one line: ``BUNDLED_MODELS["default"] = "fast.safetensors"`` in
 vidllie/models/checkpoint.py. Reads ../shared at run time; nothing from it is copied into the repo.
@@ -25,11 +26,13 @@ import torch
 from vidllie.train.config import load_train_config
 
 REPO = Path(__file__).resolve().parents[1]
-STAGES = {1: REPO / "configs" / "train" / "fast.yaml", 2: REPO / "configs" / "train" / "fast-stage2.yaml"}
+STAGES = {1: REPO / "configs" / "train" / "fast.yaml"}
 FINAL = STAGES[max(STAGES)]
 WEIGHTS = REPO / "vidllie" / "weights" / "fast.safetensors"
 # ../shared beside the repo (VIDLLIE_SHARED elsewhere, e.g. from a git worktree)
-IMAGES = Path(os.environ.get("VIDLLIE_SHARED", REPO.parent / "shared")) / "images"
+SHARED = Path(os.environ.get("VIDLLIE_SHARED", REPO.parent / "shared"))
+IMAGES = SHARED / "images"
+DASHCAM = SHARED / "media" / "night_dashcam.mp4"
 # The two held-out splits of docs/synthesis.md: today's degradation, global exposure / night light.
 SPLITS = {"heldout": [], "heldout-nightlight": ["--light-prob", "1"]}
 HELDOUT_DEGRADATION = REPO / "configs" / "train" / "default.yaml"
@@ -66,7 +69,7 @@ def cmd_export(args) -> int:
         stages.append({"config": str(path.relative_to(REPO)), "steps": summary["step"],
                        "train_time_s": summary["train_time_s"], "hardware": summary["hardware"]})
     out = Path(args.out) if args.out else WEIGHTS
-    save_model(model, out, {"description": "vidllie fast: tiny Restormer at 1/4 resolution + affine colour head, "
+    save_model(model, out, {"description": "vidllie fast: small Restormer at 1/8 resolution + affine colour head, "
                                            "EMA weights, trained on synthetic night pairs with night light",
                             "stages": stages, "steps": sum(s["steps"] for s in stages)})
     print(f"wrote {out} ({out.stat().st_size / 1e6:.2f} MB)")
@@ -78,13 +81,63 @@ def cmd_evaluate(args) -> int:
 
     out_dir = REPO / load_train_config(FINAL).output_dir
     out_dir.mkdir(parents=True, exist_ok=True)
-    for model in (args.model or str(WEIGHTS), "quality"):
+    for model in (args.model or str(WEIGHTS), *(() if args.no_reference else ("quality",))):
         for split in SPLITS:
             tag = Path(model).stem if model != "quality" else "quality"
             results = evaluate(model, REPO / "runs" / split, progress=True, json_path=out_dir / f"eval_{split}_{tag}.json")
             table = format_table(results)
             (out_dir / f"eval_{split}_{tag}.txt").write_text(table + "\n")
             print(f"{model} on {split}:\n{table}\n")
+    return 0
+
+
+def frame_stats(frames: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Per-frame picture measures of (T, 3, H, W) uint8 RGB: mean luma, mean of the darker half of
+    the pixels, share of pixels at luma >= 250 (/255, BT.709), and mean CIELAB a*, b* (cast)."""
+    import kornia
+
+    x = frames.float() / 255
+    y = (0.2126 * x[:, 0] + 0.7152 * x[:, 1] + 0.0722 * x[:, 2]).flatten(1) * 255  # (T, H*W)
+    dark = y.sort(dim=1).values[:, : y.shape[1] // 2]
+    lab = kornia.color.rgb_to_lab(x)
+    return {"luma": y.mean(1), "darker_half": dark.mean(1), "blown": (y >= 250).float().mean(1),
+            "a": lab[:, 1].mean((1, 2)), "b": lab[:, 2].mean((1, 2))}
+
+
+def cmd_realclip(args) -> int:
+    """The real dashcam clip through the whole pipeline (decode, model, smoothing, encode) with the
+    given model; issue 11's bars on every frame of the output."""
+    from vidllie.pipeline.enhancer import Enhancer
+    from vidllie.video.reader import VideoReader
+
+    model = args.model or str(WEIGHTS)
+    tag = Path(model).stem if model not in ("quality", "default") else model
+    out_dir = REPO / "runs" / "realclip"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    dst = out_dir / f"dashcam_{tag}.mkv"
+    stats = Enhancer(model).enhance_video(DASHCAM, dst, overwrite=True, end=args.end, crf=12)
+
+    def read(path):
+        with VideoReader(path, passthrough=False) as r:
+            return torch.stack([torch.from_numpy(f.image).permute(2, 0, 1) for f in r])
+
+    src, out = read(DASHCAM), read(dst)
+    src = src[: len(out)]
+    a, b = frame_stats(src), frame_stats(out)
+    report = {"model": model, "frames": len(out), "fps": stats["fps"],
+              "input": {k: round(float(v.mean()), 4) for k, v in a.items()},
+              "output": {k: round(float(v.mean()), 4) for k, v in b.items()},
+              "output_min_frame": {"luma": round(float(b["luma"].min()), 2), "darker_half": round(float(b["darker_half"].min()), 2)},
+              "frames_blown_over_1pct": int((b["blown"] >= 0.01).sum()),
+              "input_max_blown": round(float(a["blown"].max()), 5)}
+    for i in args.frames:
+        if i < len(out):
+            import kornia
+
+            for name, frames in (("before", src), ("after", out)):
+                kornia.io.write_image(str(out_dir / f"dashcam_{tag}_frame{i}_{name}.png"), frames[i].contiguous())
+    print(json.dumps(report, indent=2))
+    (out_dir / f"dashcam_{tag}.json").write_text(json.dumps(report, indent=2) + "\n")
     return 0
 
 
@@ -135,20 +188,25 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
     p = sub.add_parser("train")
-    p.add_argument("--stage", type=int, choices=sorted(STAGES), default=1)
+    p.add_argument("--stage", type=int, choices=sorted(STAGES), default=max(STAGES))
     p.add_argument("--resume", action="store_true")
     sub.add_parser("pairs")
     p = sub.add_parser("export")
     p.add_argument("--out", default=None)
     p = sub.add_parser("evaluate")
     p.add_argument("--model", default=None, help="checkpoint (default: the exported weights)")
+    p.add_argument("--no-reference", action="store_true", help="skip `quality` (its scores are in README/docs)")
+    p = sub.add_parser("realclip")
+    p.add_argument("--model", default=None, help="checkpoint or bundled name (default: the exported weights)")
+    p.add_argument("--end", type=float, default=None, help="stop after this many seconds of the clip")
+    p.add_argument("--frames", type=int, nargs="*", default=[300], help="frames saved as PNG (before/after)")
     p = sub.add_parser("smoke")
     p.add_argument("--steps", type=int, default=30)
     p.add_argument("--crop", type=int, default=None, help="crop size (default: each stage's own)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: each stage's own)")
     args = ap.parse_args(argv)
     return {"train": cmd_train, "pairs": cmd_pairs, "export": cmd_export, "evaluate": cmd_evaluate,
-            "smoke": cmd_smoke}[args.cmd](args)
+            "realclip": cmd_realclip, "smoke": cmd_smoke}[args.cmd](args)
 
 
 if __name__ == "__main__":
