@@ -37,11 +37,11 @@ def flicker(frames: np.ndarray) -> float:
     return float(np.diff(luma(frames).mean(axis=(1, 2))).std())
 
 
-def measure(clip: Path, frames: int, out_dir: Path) -> dict:
-    result: dict = {"clip": str(clip), "frames": frames}
+def measure(clip: Path, frames: int, out_dir: Path, model: str = "default") -> dict:
+    result: dict = {"clip": str(clip), "frames": frames, "model": model}
     outs = {}
     for reuse in (False, True):
-        enhancer = Enhancer("default", device="cpu", reuse=reuse)
+        enhancer = Enhancer(model, device="cpu", reuse=reuse)
         dst = out_dir / f"{clip.stem}_{'reuse' if reuse else 'noreuse'}.mp4"
         stats = enhancer.enhance_video(clip, dst, max_frames=frames, crf=8, overwrite=True, audio=False)
         outs[reuse] = read(dst, frames)
@@ -79,11 +79,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--frames", type=int, default=40)
     ap.add_argument("--out", type=Path, default=Path("runs/reuse"))
     ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--model", default="default", help="bundled name or checkpoint")
     args = ap.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     results = []
     for clip in args.clips:
-        r = measure(clip, args.frames, args.out)
+        r = measure(clip, args.frames, args.out, args.model)
         print(json.dumps({k: v for k, v in r.items() if k != "psnr_reuse_vs_no_reuse"} | {"psnr": {k: v for k, v in r["psnr_reuse_vs_no_reuse"].items() if k != "per_frame"}}), flush=True)
         results.append(r)
     if args.json:
