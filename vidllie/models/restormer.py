@@ -267,6 +267,10 @@ class Restormer(nn.Module):
                 # Smooth at full resolution; the detail comes from x itself.
                 coeffs = F.interpolate(coeffs, size=x.shape[-2:], mode="bilinear", align_corners=False)
             out = out.contiguous() + apply_affine(coeffs.to(x.dtype), x.contiguous())
+            if x.is_contiguous(memory_format=torch.channels_last):
+                # Back to the caller's layout: the cropped output of a channels-first result would be
+                # a strided view that makes every later op (smoothing, download) several times slower.
+                out = out.contiguous(memory_format=torch.channels_last)
         elif self.config.in_channels == self.config.out_channels:
             out = out + x
         return out
