@@ -17,10 +17,6 @@ computed from (a grid of ``cell``-pixel gamma-luma cells, :func:`vidllie.pipelin
   after ``max_age`` frames, on a global illumination change (the median cell change exceeds
   ``global_threshold``: lights switched on, auto-exposure, IR switch) and when the tiles would
   cost nearly as much as the frame (a moving camera: it falls back at once, frame by frame).
-  When that happens on a fixed camera (busy traffic: changes spread over much of the frame, but
-  under ``paste_share`` of its regions changed), the whole frame runs but only its changed regions
-  (one region of margin, feathered) replace the previous output: static background keeps its
-  output and its settled noise, and its reference and age are kept.
 
 The same decisions drive the DINO cache (:class:`~vidllie.pipeline.dino_cache.DinoCache`): its
 key frames are the full refreshes, the regions reuse the key's maps; one mechanism, one state.
@@ -67,9 +63,6 @@ class ReusePlan:
     reasons: list[str | None]
     tiles: list[list[tuple[Box, Box]]] = field(default_factory=list)
     changed: list[torch.Tensor | None] = field(default_factory=list)  # (rows, cols) changed regions
-    # full[i] run for motion on a fixed camera: only the changed regions are pasted (static ones
-    # keep their output, and its settled noise); False = the whole output is taken.
-    pasted: list[bool] = field(default_factory=list)
 
 
 def span(c0: int, c1: int, halo: int, length: int, size: int) -> tuple[int, int]:
@@ -139,14 +132,11 @@ class RegionReuse:
         global_threshold: median cell change that forces a full refresh (illumination change).
         max_age: frames after which the whole frame is recomputed.
         full_share: recompute the whole frame when the tiles' pixels exceed this share of it.
-        paste_share: such a frame keeps the previous output outside its changed regions unless
-            more than this share of the regions changed (a moving camera: all of it is taken).
     """
 
     def __init__(
         self, *, enabled: bool = True, region: int = 32, halo: int = 48, tile: int = 256, cell: int = 16, threshold: float = 0.03,
-        global_threshold: float = 0.03, max_age: int = 30, full_share: float = 0.35, paste_share: float = 0.6,
-        align: int = 8,
+        global_threshold: float = 0.03, max_age: int = 30, full_share: float = 0.35, align: int = 8,
     ) -> None:
         if region % cell or region <= 0 or halo < 0 or max_age < 1:
             raise ValueError(f"need region a positive multiple of cell, halo >= 0, max_age >= 1; got {region}, {cell}, {halo}, {max_age}")
@@ -154,7 +144,7 @@ class RegionReuse:
         self.region, self.halo, self.cell = region, halo, cell
         self.tile = max(math.ceil((region + 2 * halo) / align), tile // align) * align
         self.threshold, self.global_threshold = threshold, global_threshold
-        self.max_age, self.full_share, self.paste_share = max_age, full_share, paste_share
+        self.max_age, self.full_share = max_age, full_share
         self.reset()
         self.reset_stats()
 
@@ -166,7 +156,7 @@ class RegionReuse:
         self._pending = 0  # planned frames whose output has not been assembled yet
 
     def reset_stats(self) -> None:
-        self.frames = self.full_frames = self.tile_frames = self.reused_frames = self.tiles_run = self.pasted_frames = 0
+        self.frames = self.full_frames = self.tile_frames = self.reused_frames = self.tiles_run = 0
         self.pixels_computed = self.pixels_total = 0
         self.refresh_reasons = dict.fromkeys(REASONS, 0)
 
@@ -178,7 +168,6 @@ class RegionReuse:
             "full_frames": self.full_frames,
             "tile_frames": self.tile_frames,
             "reused_frames": self.reused_frames,
-            "pasted_frames": self.pasted_frames,
             "tiles": self.tiles_run,
             "tile_size": self.tile,
             "recomputed_share": None if share is None else round(share, 4),
@@ -200,7 +189,7 @@ class RegionReuse:
             ref, self._out = None, None
         # Regions as blocks of cells: (rows, cols) of regions on the cell grid.
         k = self.region // self.cell
-        plan = ReusePlan(full=[], reasons=[], tiles=[], changed=[], pasted=[])
+        plan = ReusePlan(full=[], reasons=[], tiles=[], changed=[])
         cells_cpu = cells.cpu()
         ref = None if ref is None else ref.cpu()
         for i in range(frames.shape[0]):
@@ -222,30 +211,19 @@ class RegionReuse:
                     changed = (diff - median).abs() > self.threshold
                     changed = F.max_pool2d(changed.float(), k, k, ceil_mode=True)[0, 0] > 0
             tiles: list[tuple[Box, Box]] = []
-            pasted = False
             if changed is not None and bool(changed.any()):
                 tiles = self._cover(changed, h, w)
                 tile_pixels = sum((t[1] - t[0]) * (t[3] - t[2]) for t, _ in tiles)
                 if tile_pixels > self.full_share * h * w:
                     reason, tiles = "moving", []
-                    pasted = float(changed.float().mean()) <= self.paste_share
             full = reason is not None or not self.enabled
             plan.full.append(full)
             plan.reasons.append(reason)
             plan.tiles.append(tiles)
-            plan.changed.append(changed if tiles or pasted else None)
-            plan.pasted.append(pasted)
+            plan.changed.append(changed if tiles else None)
             self.frames += 1
             self.pixels_total += h * w
-            if pasted:
-                self.full_frames += 1
-                self.pasted_frames += 1
-                self.pixels_computed += h * w
-                self.refresh_reasons[reason] += 1
-                self._age += 1
-                cells_changed = changed.repeat_interleave(k, 0).repeat_interleave(k, 1)[: ref.shape[-2], : ref.shape[-1]]
-                ref[..., cells_changed] = cur[..., cells_changed]
-            elif full:
+            if full:
                 self.full_frames += 1
                 self.pixels_computed += h * w
                 if reason is not None:
@@ -316,8 +294,6 @@ class RegionReuse:
             if plan.full[i] or prev is None:
                 if not plan.full[i]:  # no previous output (cannot happen after a planned first frame)
                     raise RuntimeError("reuse planned tiles without a previous output")
-                if plan.pasted[i] and prev is not None:
-                    out[i : i + 1] = torch.lerp(prev, out[i : i + 1], self._paste_mask(plan.changed[i], h, w, frames.device))
                 prev = out[i : i + 1]
                 continue
             if not plan.tiles[i]:  # nothing changed: the previous output as is
@@ -353,15 +329,6 @@ class RegionReuse:
             prev = out[i : i + 1]
         self._out = prev.clone()
         return out
-
-    def _paste_mask(self, changed: torch.Tensor, h: int, w: int, device: torch.device) -> torch.Tensor:
-        """(1, 1, H, W) weight of a new whole-frame output: 1 on the changed regions and one region
-        around them, falling to 0 over the next half region, 0 elsewhere."""
-        m = F.max_pool2d(changed.float()[None, None], 3, 1, padding=1)  # one region of margin
-        # Bilinear ramps run from one region's centre to the next's; doubled, the margin stays 1 up
-        # to its edge and the ramp lies outside it.
-        m = F.interpolate(m, scale_factor=self.region, mode="bilinear", align_corners=False)[..., :h, :w]
-        return (2.0 * m).clamp(max=1.0).to(device)
 
 
 __all__ = ["REASONS", "RegionReuse", "ReusePlan", "halo_ramp", "match_colour", "span"]
