@@ -185,7 +185,8 @@ def test_queues_bound_host_memory(clip, tmp_path):
 
 
 def _reference(micro_path, frames, **kw):
-    return list(Enhancer(micro_path, device="cpu", temporal=0, **kw).enhance_frames(frames))
+    """Whole frames, one after the other's batch (no reuse): what the fallbacks must reproduce."""
+    return list(Enhancer(micro_path, device="cpu", temporal=0, **{"reuse": False, **kw}).enhance_frames(frames))
 
 
 def test_pixel_budget_turns_on_exact_chunking_for_large_frames(micro_path, monkeypatch):
@@ -204,7 +205,7 @@ def test_pixel_budget_turns_on_exact_chunking_for_large_frames(micro_path, monke
 
     monkeypatch.setattr(runner_module, "chunked_forward", spy)
     monkeypatch.setattr(runner_module, "device_total_memory", lambda device: 256 * 2**20)
-    enhancer = Enhancer(micro_path, device="cpu", temporal=0, batch_size=2)
+    enhancer = Enhancer(micro_path, device="cpu", temporal=0, batch_size=2, reuse=False)
     got = list(enhancer.enhance_frames(frames))
     assert chunks and all(c < 720 and c % enhancer.align == 0 for c in chunks)
     assert enhancer.stats()["effective_batch_size"] == 1
@@ -215,7 +216,7 @@ def test_pixel_budget_turns_on_exact_chunking_for_large_frames(micro_path, monke
 def test_oom_halves_the_batch_and_keeps_every_frame(micro_path):
     frames = noisy(scene(), 10)
     want = _reference(micro_path, frames, batch_size=4)
-    enhancer = Enhancer(micro_path, device="cpu", temporal=0, batch_size=4)
+    enhancer = Enhancer(micro_path, device="cpu", temporal=0, batch_size=4, reuse=False)  # whole frames: the OOM ladder
     original, calls = enhancer.model.forward, []
 
     def forward(x, *args, **kwargs):
@@ -236,7 +237,7 @@ def test_oom_halves_the_batch_and_keeps_every_frame(micro_path):
 
 def test_oom_at_batch_one_falls_back_to_exact_chunks(micro_path):
     frames = noisy(scene(256, 320), 3)
-    enhancer = Enhancer(micro_path, device="cpu", temporal=0, batch_size=2)
+    enhancer = Enhancer(micro_path, device="cpu", temporal=0, batch_size=2, reuse=False)  # whole frames: the OOM ladder
     original = enhancer.model.forward
 
     def forward(x, *args, **kwargs):
@@ -316,7 +317,7 @@ def test_enhance_frames_is_lazy_ordered_and_flushes_the_tail(micro_path):
             pulled[0] += 1
             yield f
 
-    enhancer = Enhancer(micro_path, device="cpu", temporal=0, batch_size=4)
+    enhancer = Enhancer(micro_path, device="cpu", temporal=0, batch_size=4, reuse=False)
     out = enhancer.enhance_frames(camera())
     first = next(out)
     assert pulled[0] == 4  # one batch pulled, nothing more: a live source is never drained
@@ -395,11 +396,12 @@ def test_dino_cache_refreshes_at_a_hard_cut(guided_path):
 
 
 def test_dino_cache_max_age_and_threshold(guided_path):
+    # the key-frame threshold cache alone (with reuse on, its keys are the planner's full refreshes)
     frames = noisy(scene(), 12)
-    aged = Enhancer(guided_path, device="cpu", batch_size=4, cache_max_age=5)
+    aged = Enhancer(guided_path, device="cpu", batch_size=4, cache_max_age=5, reuse=False)
     list(aged.enhance_frames(frames))
     assert aged.cache.key_frames == [0, 5, 10]
-    strict = Enhancer(guided_path, device="cpu", batch_size=4, cache_threshold=0.0)
+    strict = Enhancer(guided_path, device="cpu", batch_size=4, cache_threshold=0.0, reuse=False)
     list(strict.enhance_frames(frames))
     assert strict.cache.key_frames == list(range(12))  # every noisy frame differs a little
 

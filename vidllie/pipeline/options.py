@@ -65,7 +65,7 @@ class EnhanceConfig:
     dino_cache: bool = True
     cache_threshold: float = 0.02
     cache_max_age: int = 30
-    reuse: bool = False
+    reuse: bool = True
     scene_cut_threshold: float = 0.1
     compile: bool = False
     channels_last: bool = True
