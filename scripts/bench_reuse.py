@@ -16,7 +16,6 @@ import json
 import sys
 from pathlib import Path
 
-import kornia
 import numpy as np
 import torch
 

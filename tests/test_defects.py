@@ -9,7 +9,6 @@ import subprocess
 import sys
 import time
 import warnings
-from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -21,7 +20,7 @@ from typer.testing import CliRunner
 from media import audio_packets, make_clip, video_times
 from vidllie.cli import app
 from vidllie.errors import OutputError
-from vidllie.video import Frame, VideoReader, VideoWarning, VideoWriter, transcode
+from vidllie.video import VideoReader, VideoWarning, VideoWriter, transcode
 
 REPO = Path(__file__).resolve().parents[1]
 FAST = {"preset": "ultrafast"}
