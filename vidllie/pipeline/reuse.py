@@ -274,7 +274,9 @@ class RegionReuse:
         elsewhere. ``run(x, maps)`` is the model on a batch (B, 3, h, w) -> (B, 3, h, w); its
         output is clamped to [0, 1] here. Returns (B, 3, H, W) float32."""
         b, _, h, w = frames.shape
-        out = torch.empty(b, 3, h, w, device=frames.device, dtype=torch.float32)
+        # In the frames' memory layout (channels-last in the pipeline): a channels-first result
+        # makes every later stage several times slower on a CPU.
+        out = torch.empty_like(frames, dtype=torch.float32)
         full = [i for i in range(b) if plan.full[i]]
         if full:
             maps = None if dino_maps is None else [m[full] for m in dino_maps]
