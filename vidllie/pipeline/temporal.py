@@ -39,7 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vidllie.ops import luma
+from vidllie.ops import luma, mean_luma
 
 # Grid on which the brightness ratio is measured (cells along the long side).
 _GRID = 32
@@ -194,8 +194,8 @@ class TemporalSmoother(nn.Module):
         """Scale ``frame`` (1, 3, H, W) so its mean luma changes by at most ``follow`` x the
         source's change plus ``pull`` x its own change; ``jump`` (0/1 tensor) lifts the bound.
         All on the device (no host sync)."""
-        mean = luma(frame).mean()
-        source_mean = luma(source.float()).mean()
+        mean = mean_luma(frame)  # (1,)
+        source_mean = mean_luma(source.float())
         if self._mean is not None:
             change = mean - self._mean
             bound = self.follow * (source_mean - self._source_mean).abs() + self.pull * change.abs()
@@ -204,7 +204,7 @@ class TemporalSmoother(nn.Module):
                 limited = torch.lerp(limited, change, jump)
             # A gain, not an offset: blacks stay black. Bounded so that a black frame cannot blow up.
             gain = ((self._mean + limited) / mean.clamp(min=1e-4)).clamp(0.25, 4.0)
-            frame = (frame * gain).clamp(0.0, 1.0)
-            mean = luma(frame).mean()  # what the frame now has (clipping, the gain's bounds)
+            frame = (frame * gain.view(1, 1, 1, 1)).clamp(0.0, 1.0)
+            mean = mean_luma(frame)  # what the frame now has (clipping, the gain's bounds)
         self._mean, self._source_mean = mean, source_mean
         return frame
