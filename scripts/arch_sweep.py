@@ -42,7 +42,8 @@ CANDIDATES = {
                                                              pixel_unshuffle=8, output_head="affine"),
     "u8, dim 32, residual": lambda: _unguided("u8-d32-residual", dim=32, pixel_unshuffle=8),
     "u8, dim 24, affine": lambda: _unguided("u8-d24", dim=24, pixel_unshuffle=8, output_head="affine"),
-    "u8, dim 24, blocks 1-2-2-2, affine (fast)": lambda: variant_config("fast"),
+    "u8, dim 24, blocks 1-2-2-2, affine (fast-base)": lambda: variant_config("fast-base"),
+    "fast-base + detail branch at 1/2 resolution, 16 channels (fast)": lambda: variant_config("fast"),
 }
 
 
@@ -113,6 +114,12 @@ def cmd_runtime(args) -> None:
     fns[f"eager, channels-last, {n} threads"] = _runner(cl_model, xcl)
     if n > 1:
         fns["eager, channels-last, 1 thread"] = threaded(_runner(cl_model, xcl), 1)
+
+    def bf16():
+        # What `--precision bf16` does on a CPU: autocast (oneDNN bf16 kernels where the CPU has them).
+        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+            cl_model(xcl)
+    fns[f"bf16 autocast, channels-last, {n} threads"] = bf16
     if not args.no_compile:
         try:
             compiled = torch.compile(cl_model)

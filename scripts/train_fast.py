@@ -26,7 +26,7 @@ import torch
 from vidllie.train.config import load_train_config
 
 REPO = Path(__file__).resolve().parents[1]
-STAGES = {1: REPO / "configs" / "train" / "fast.yaml"}
+STAGES = {1: REPO / "configs" / "train" / "fast.yaml", 2: REPO / "configs" / "train" / "fast-detail.yaml"}
 FINAL = STAGES[max(STAGES)]
 WEIGHTS = REPO / "vidllie" / "weights" / "fast.safetensors"
 # ../shared beside the repo (VIDLLIE_SHARED elsewhere, e.g. from a git worktree)
@@ -41,7 +41,8 @@ HELDOUT_DEGRADATION = REPO / "configs" / "train" / "default.yaml"
 def cmd_train(args) -> int:
     from vidllie.train.trainer import train
 
-    print(json.dumps(train(STAGES[args.stage], resume=args.resume), indent=2))
+    overrides = {"init_from": args.init_from} if args.init_from else None
+    print(json.dumps(train(STAGES[args.stage], resume=args.resume, overrides=overrides), indent=2))
     return 0
 
 
@@ -58,6 +59,16 @@ def cmd_pairs(args) -> int:
     return 0
 
 
+def _recorded_stages(config_path: Path) -> list[dict]:
+    """The stages recorded in the checkpoint a run started from (its ``init_from``)."""
+    from vidllie.models.checkpoint import read_checkpoint_metadata, resolve_checkpoint
+
+    init_from = json.loads(config_path.read_text()).get("init_from")
+    if not init_from:
+        raise SystemExit(f"{config_path}: no init_from, and the earlier stage's summary is missing")
+    return json.loads(read_checkpoint_metadata(resolve_checkpoint(init_from)).get("stages", "[]"))
+
+
 def cmd_export(args) -> int:
     from vidllie.models import load_model, save_model
 
@@ -65,12 +76,19 @@ def cmd_export(args) -> int:
     model = load_model(run / "final_ema.safetensors")
     stages = []
     for stage, path in sorted(STAGES.items()):
-        summary = json.loads((REPO / load_train_config(path).output_dir / "summary.json").read_text())
+        summary_path = REPO / load_train_config(path).output_dir / "summary.json"
+        if not summary_path.is_file() and stage < max(STAGES):
+            # An earlier stage trained in another session (runs/ is not kept): its record travels in
+            # the weights it exported, which the next stage started from.
+            stages += _recorded_stages(run / "config.json")
+            continue
+        summary = json.loads(summary_path.read_text())
         stages.append({"config": str(path.relative_to(REPO)), "steps": summary["step"],
                        "train_time_s": summary["train_time_s"], "hardware": summary["hardware"]})
     out = Path(args.out) if args.out else WEIGHTS
-    save_model(model, out, {"description": "vidllie fast: small Restormer at 1/8 resolution + affine colour head, "
-                                           "EMA weights, trained on synthetic night pairs with night light",
+    save_model(model, out, {"description": "vidllie fast: small Restormer at 1/8 resolution + affine colour head "
+                                           "+ detail branch at 1/2 resolution, EMA weights, trained on synthetic "
+                                           "night pairs with night light",
                             "stages": stages, "steps": sum(s["steps"] for s in stages)})
     print(f"wrote {out} ({out.stat().st_size / 1e6:.2f} MB)")
     return 0
@@ -193,6 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("train")
     p.add_argument("--stage", type=int, choices=sorted(STAGES), default=max(STAGES))
     p.add_argument("--resume", action="store_true")
+    p.add_argument("--init-from", default=None, help="stage 2: the stage-1 weights (default: the config's, runs/fast)")
     sub.add_parser("pairs")
     p = sub.add_parser("export")
     p.add_argument("--out", default=None)

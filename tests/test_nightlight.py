@@ -284,3 +284,30 @@ def test_make_pairs_writes_night_pairs_and_a_contact_sheet(tmp_path):
         assert bool(is_grey(low[None]).all() and is_grey(high[None]).all())
     sheet = load_image(tmp_path / "sheet.jpg")
     assert sheet.shape[1] == 3 * 40 + 2 * 4 and sheet.shape[2] >= 3 * 53  # 3 rows of 3 tiles
+
+
+# ----------------------------------------------------------------------- chroma bias of any hue
+def test_chroma_bias_of_random_hue_keeps_grey_part_and_length():
+    from vidllie.train.degrade import chroma_bias_direction
+
+    hue = torch.tensor([0.0, torch.pi / 2, torch.pi, -2.0])
+    d = chroma_bias_direction(hue)
+    magenta = torch.tensor([1.0, -1.0, 1.0])
+    assert torch.allclose(d[0], magenta)
+    assert torch.allclose(d.norm(dim=1), magenta.norm().expand(4))  # same length
+    assert torch.allclose(d.sum(dim=1), magenta.sum().expand(4))  # same grey part
+    assert d[2, 1] > 0 and d[2, 0] < 0 and d[2, 2] < 0  # turned half way round: green
+    # in the degradation: only the dark pixels move, in the drawn direction
+    x = torch.full((1, 3, 16, 16), 0.02)
+    cfg = DegradeConfig(**{**QUIET, "chroma_bias_prob": 1.0, "chroma_bias": (3.0, 3.0), "exposure": (1.0, 1.0),
+                           "chroma_bias_hue_prob": 1.0})
+    for seed in range(6):
+        g = torch.Generator().manual_seed(seed)
+        params = sample_degradation(1, g, cfg)
+        assert params.chroma_hue is not None and "chroma_hue" in params.to_dict()
+        low = degrade(x, params, g).mean(dim=(2, 3))[0]
+        want = chroma_bias_direction(params.chroma_hue)[0]
+        offset = low - low.mean()
+        assert torch.nn.functional.cosine_similarity(offset, want - want.mean(), dim=0) > 0.9
+    # hue_prob 0 (the default) draws nothing: no field, magenta
+    assert sample_degradation(2, torch.Generator().manual_seed(0), DegradeConfig()).chroma_hue is None

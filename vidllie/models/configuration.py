@@ -39,10 +39,18 @@ class RestormerConfig:
     # (out = A(x) [x; 1] + r). A smooth local gain/colour map keeps detail that a network running at
     # 1/4 or 1/8 resolution cannot carry through its channels, and fits spatially varying light.
     output_head: OutputHead = "residual"
+    # >0 adds a detail branch of this many channels at 1/2 of the frame's resolution: it sees every
+    # full-resolution pixel of the output (pixel_unshuffle 2) beside the body's upsampled features
+    # and adds a full-resolution correction (pixel_shuffle 2). It gives a body running at 1/8
+    # resolution what it cannot have: per-pixel denoising and detail. Zero-initialised, so a network
+    # trained without it starts unchanged when it is added. 0: none.
+    detail_channels: int = 0
 
     def __post_init__(self) -> None:
         if self.pixel_unshuffle < 1:
             raise ValueError("pixel_unshuffle must be >= 1")
+        if self.detail_channels < 0:
+            raise ValueError("detail_channels must be >= 0")
         if self.output_head not in ("residual", "affine"):
             raise ValueError(f"output_head must be residual or affine, not {self.output_head!r}")
         if self.output_head == "affine" and not self.in_channels == self.out_channels == 3:

@@ -41,6 +41,14 @@ class GuidedRestormer(nn.Module):
         self.restormer = Restormer(config.restormer)
         self.guidance = GuidanceLayers(config) if config.guided else None
 
+    def identity_init_prefixes(self) -> tuple[str, ...]:
+        """Parameter-name prefixes of the parts that leave the output unchanged when freshly built
+        (zero-initialised): a checkpoint without them can start this network exactly."""
+        prefixes = ["guidance."] if self.guidance is not None else []
+        if self.restormer.detail is not None:
+            prefixes.append("restormer.detail.")
+        return tuple(prefixes)
+
     @property
     def size_multiple(self) -> int:
         return self.restormer.size_multiple

@@ -174,6 +174,40 @@ class Upsample(nn.Sequential):
         )
 
 
+class HalfResolutionDetail(nn.Module):
+    """Per-pixel correction of a full-resolution image, computed at 1/2 resolution.
+
+    The image's 2x2 blocks are folded into channels (every pixel is seen), the body's features are
+    upsampled beside them, three 3x3 convs run at H/2 x W/2 and the result is unfolded into a
+    (B, C, H, W) correction. The last conv starts at zero: a fresh branch adds nothing.
+
+    Example:
+        >>> branch = HalfResolutionDetail(image_channels=3, feature_channels=48, channels=16)
+        >>> branch(torch.rand(1, 3, 64, 96), torch.rand(1, 48, 8, 12)).abs().max().item()
+        0.0
+    """
+
+    def __init__(self, image_channels: int, feature_channels: int, channels: int) -> None:
+        super().__init__()
+        self.context = nn.Conv2d(feature_channels, channels, 1)
+        self.conv1 = nn.Conv2d(image_channels * 4 + channels, channels, 3, padding=1)
+        self.conv2 = nn.Conv2d(channels, channels, 3, padding=1)
+        self.out = nn.Conv2d(channels, image_channels * 4, 3, padding=1)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+
+    def forward(self, image: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
+        """image (B, C, H, W), features (B, F, h, w) at any coarser grid -> correction (B, C, H, W)."""
+        if image.shape[-2] % 2 or image.shape[-1] % 2:
+            raise ValueError(f"image H and W must be even, got {tuple(image.shape)}")
+        # Channels-last: these convs are several times faster on CPU in that layout.
+        half = F.pixel_unshuffle(image, 2).contiguous(memory_format=torch.channels_last)  # (B, 4C, H/2, W/2)
+        context = F.interpolate(self.context(features), size=half.shape[-2:], mode="bilinear", align_corners=False)
+        h = F.leaky_relu(self.conv1(torch.cat([half, context.to(half.dtype)], dim=1)), 0.1)  # (B, c, H/2, W/2)
+        h = F.leaky_relu(self.conv2(h), 0.1)
+        return F.pixel_shuffle(self.out(h), 2)  # (B, C, H, W)
+
+
 def pad_to_multiple(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tuple[int, int]]:
     """Pad H and W at the bottom/right up to a multiple; reflect where the frame allows it."""
     h, w = x.shape[-2:]
@@ -217,6 +251,9 @@ class Restormer(nn.Module):
             self.affine = nn.Conv2d(d * 2, 12, 3, padding=1)
             nn.init.zeros_(self.affine.weight)
             nn.init.zeros_(self.affine.bias)
+        self.detail = (
+            HalfResolutionDetail(config.out_channels, d * 2, config.detail_channels) if config.detail_channels else None
+        )
 
     def forward(
         self, x: torch.Tensor, level_hook: LevelHook | None = None, run_stage: StageRunner | None = None
@@ -267,12 +304,14 @@ class Restormer(nn.Module):
                 # Smooth at full resolution; the detail comes from x itself.
                 coeffs = F.interpolate(coeffs, size=x.shape[-2:], mode="bilinear", align_corners=False)
             out = out.contiguous() + apply_affine(coeffs.to(x.dtype), x.contiguous())
-            if x.is_contiguous(memory_format=torch.channels_last):
-                # Back to the caller's layout: the cropped output of a channels-first result would be
-                # a strided view that makes every later op (smoothing, download) several times slower.
-                out = out.contiguous(memory_format=torch.channels_last)
         elif self.config.in_channels == self.config.out_channels:
             out = out + x
+        if self.detail is not None:
+            out = out + self.detail(out, refined).contiguous()
+        if x.is_contiguous(memory_format=torch.channels_last) and not out.is_contiguous(memory_format=torch.channels_last):
+            # Back to the caller's layout: the cropped output of a channels-first result would be a
+            # strided view that makes every later op (smoothing, download) several times slower.
+            out = out.contiguous(memory_format=torch.channels_last)
         return out
 
     def activation_bytes_per_pixel(self, element_size: int, chunked: bool = False) -> float:
@@ -287,4 +326,9 @@ class Restormer(nn.Module):
         per_pixel = factor * self.config.dim * element_size / self.config.pixel_unshuffle**2
         if self.config.output_head == "affine":
             per_pixel += AFFINE_HEAD_ELEMENTS * element_size
+        if self.config.detail_channels:
+            # At 1/2 resolution: the folded image, the upsampled context, two c-channel maps and the
+            # folded correction; then the full-resolution correction and sum.
+            c = self.config.detail_channels
+            per_pixel += ((12 + 3 * c + 12) / 4 + 6) * element_size
         return per_pixel

@@ -97,12 +97,14 @@ class DegradeParams:
     chroma_bias: torch.Tensor  # (B,) 8-bit codes, 0 = none
     crf: torch.Tensor  # (B,) int, -1 = no H.264 pass
     light: LightLayout | None = None  # night light / monochrome; None = off (default config)
+    chroma_hue: torch.Tensor | None = None  # (B,) radians the chroma bias is turned from magenta; None = 0
 
     def __len__(self) -> int:
         return int(self.exposure.shape[0])
 
     def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {f.name: getattr(self, f.name).tolist() for f in dataclasses.fields(self) if f.name != "light"}
+        out: dict[str, Any] = {f.name: getattr(self, f.name).tolist() for f in dataclasses.fields(self)
+                               if f.name != "light" and getattr(self, f.name) is not None}
         if self.light is not None:
             out["light"] = self.light.to_dict()
         return out
@@ -139,10 +141,13 @@ def sample_degradation(batch: int, generator: torch.Generator, config: DegradeCo
     # night light is drawn after everything else and only when enabled: the default config makes
     # exactly the draws it always made
     light = sample_light_layout(n, g, c) if c.light_prob > 0 or c.mono_prob > 0 else None
+    hue = None
+    if c.chroma_bias_hue_prob > 0:  # drawn last, and only when enabled (same reason)
+        hue = uniform(n, -math.pi, math.pi, g) * coin(n, c.chroma_bias_hue_prob, g)
     return DegradeParams(
         exposure=exposure.float(), gains=gains.float(), photons=photons.float(), read_noise=read.float(),
         defocus_sigma=defocus.float(), motion_kernel=ksize.long(), motion_angle=angle.float(),
-        chroma_bias=bias.float(), crf=crf.long(), light=light,
+        chroma_bias=bias.float(), crf=crf.long(), light=light, chroma_hue=None if hue is None else hue.float(),
     )
 
 
@@ -185,11 +190,29 @@ def _blur(linear: torch.Tensor, params: DegradeParams, frames: int) -> torch.Ten
     return out
 
 
-def _chroma_bias(srgb: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
-    """Magenta offset (R and B up, G down) fading out above ~20 % luma."""
+def chroma_bias_direction(hue: torch.Tensor) -> torch.Tensor:
+    """(B,) angles -> (B, 3) offsets: magenta (1, -1, 1) turned by ``hue`` about the grey axis
+    (Rodrigues' rotation; the grey component and the length are kept).
+
+    Example:
+        >>> chroma_bias_direction(torch.zeros(1))
+        tensor([[ 1., -1.,  1.]])
+    """
+    magenta = hue.new_tensor([1.0, -1.0, 1.0])
+    axis = hue.new_ones(3) / math.sqrt(3.0)
+    cos, sin = hue.cos()[:, None], hue.sin()[:, None]
+    along = (magenta @ axis) * axis  # the grey part: unchanged by the rotation
+    return along + cos * (magenta - along) + sin * torch.linalg.cross(axis.expand(len(hue), 3), magenta.expand(len(hue), 3))
+
+
+def _chroma_bias(srgb: torch.Tensor, codes: torch.Tensor, hue: torch.Tensor | None = None) -> torch.Tensor:
+    """Chroma offset fading out above ~20 % luma: magenta (R and B up, G down), or turned by ``hue``."""
     amount = codes.to(srgb).view(-1, 1, 1, 1) / 255.0
     dark = (1.0 - luma(srgb) / 0.2).clamp(0.0, 1.0)
-    direction = srgb.new_tensor([1.0, -1.0, 1.0]).view(1, 3, 1, 1)
+    if hue is None:
+        direction = srgb.new_tensor([1.0, -1.0, 1.0]).view(1, 3, 1, 1)
+    else:
+        direction = chroma_bias_direction(hue.to(srgb)).view(-1, 3, 1, 1)
     return srgb + amount * dark * direction
 
 
@@ -257,7 +280,8 @@ def degrade(x: torch.Tensor, params: DegradeParams, generator: torch.Generator) 
     lin = add_sensor_noise(lin, _per_frame(params.photons, t), _per_frame(params.read_noise, t), generator)
     srgb = linear_to_srgb(lin.clamp(0.0, 1.0))
     bias = params.chroma_bias if lay is None else params.chroma_bias * ~lay.mono
-    srgb = _chroma_bias(srgb, _per_frame(bias, t))
+    hue = None if params.chroma_hue is None else _per_frame(params.chroma_hue, t)
+    srgb = _chroma_bias(srgb, _per_frame(bias, t), hue)
     srgb = quantize(srgb, 8)
     if lay is not None and bool(lay.mono.any()):
         # a monochrome camera stores R = G = B (one noise value per pixel, not three)

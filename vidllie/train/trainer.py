@@ -55,6 +55,26 @@ def lr_factor(step: int, total: int, warmup: int, min_ratio: float) -> float:
     return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
+def init_partially(model: torch.nn.Module, source: torch.nn.Module, where: str) -> list[str]:
+    """Start ``model`` from ``source``'s weights. Parts the source lacks are allowed only where a
+    fresh build leaves the output unchanged (``model.identity_init_prefixes()``: the detail branch,
+    guidance layers), so the started network computes exactly the source. Returns those parts' names."""
+    state = source.state_dict()
+    ours = model.state_dict()
+    unexpected = sorted(set(state) - set(ours))
+    mismatched = sorted(k for k in set(state) & set(ours) if state[k].shape != ours[k].shape)
+    fresh = sorted(set(ours) - set(state))
+    allowed = model.identity_init_prefixes() if hasattr(model, "identity_init_prefixes") else ()
+    other = [k for k in fresh if not k.startswith(allowed)]
+    if unexpected or mismatched or other:
+        raise InputError(
+            f"init_from {where}: does not fit this model (unknown {len(unexpected)}, other shape "
+            f"{len(mismatched)}, missing {len(other)} tensors{': ' + ', '.join(other[:3]) if other else ''})"
+        )
+    model.load_state_dict(state, strict=False)
+    return fresh
+
+
 def resolve_amp(name: str, device: torch.device) -> torch.dtype | None:
     if name == "off" or device.type != "cuda":
         if name in ("bf16", "fp16") and device.type != "cuda":
@@ -207,7 +227,7 @@ class TrainingRun:
         # model, DINO, loss
         self.model = model = build_model(cfg.model)
         if cfg.init_from:
-            model.load_state_dict(load_model(cfg.init_from).state_dict())
+            init_partially(model, load_model(cfg.init_from), cfg.init_from)
         model.to(device).train()
         o = cfg.optim
         self.dino, dino_params = None, []
