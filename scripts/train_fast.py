@@ -150,6 +150,8 @@ def cmd_realclip(args) -> int:
               "output": {k: round(float(v.mean()), 4) for k, v in b.items()},
               "output_min_frame": {"luma": round(float(b["luma"].min()), 2), "darker_half": round(float(b["darker_half"].min()), 2)},
               "frames_blown_over_1pct": int((b["blown"] >= 0.01).sum()),
+              # the mean colour's move in the CIELAB a*b* plane; ~2.3 is one just-noticeable difference
+              "cast_shift_ab": round(float(torch.hypot(b["a"].mean() - a["a"].mean(), b["b"].mean() - a["b"].mean())), 2),
               "input_max_blown": round(float(a["blown"].max()), 5)}
     for i in args.frames:
         if i < len(out):
