@@ -195,8 +195,8 @@ def chroma_bias_direction(hue: torch.Tensor) -> torch.Tensor:
     (Rodrigues' rotation; the grey component and the length are kept).
 
     Example:
-        >>> chroma_bias_direction(torch.zeros(1))
-        tensor([[ 1., -1.,  1.]])
+        >>> chroma_bias_direction(torch.zeros(1)).round(decimals=4).tolist()
+        [[1.0, -1.0, 1.0]]
     """
     magenta = hue.new_tensor([1.0, -1.0, 1.0])
     axis = hue.new_ones(3) / math.sqrt(3.0)
