@@ -31,7 +31,8 @@ class DegradeConfig:
     chroma_bias_prob: float = 0.5
     chroma_bias: tuple[float, float] = (0.5, 3.0)  # 8-bit codes of magenta at black
     # Share of the chroma biases with a random hue (the magenta offset turned about the grey axis)
-    # instead of magenta: a model trained on magenta only learns to push every shadow green.
+    # instead of magenta: a one-sided shadow prior teaches a model to push dark regions green
+    # (docs/benchmarks.md, the dashcam's cast).
     # 0 draws nothing (the default config's draws are unchanged).
     chroma_bias_hue_prob: float = 0.0
     h264_prob: float = 0.6
