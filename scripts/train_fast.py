@@ -26,7 +26,8 @@ import torch
 from vidllie.train.config import load_train_config
 
 REPO = Path(__file__).resolve().parents[1]
-STAGES = {1: REPO / "configs" / "train" / "fast.yaml", 2: REPO / "configs" / "train" / "fast-detail.yaml"}
+STAGES = {1: REPO / "configs" / "train" / "fast.yaml", 2: REPO / "configs" / "train" / "fast-detail.yaml",
+          3: REPO / "configs" / "train" / "fast-stage3.yaml"}
 FINAL = STAGES[max(STAGES)]
 WEIGHTS = REPO / "vidllie" / "weights" / "fast.safetensors"
 # ../shared beside the repo (VIDLLIE_SHARED elsewhere, e.g. from a git worktree)
@@ -74,16 +75,21 @@ def cmd_export(args) -> int:
 
     run = REPO / load_train_config(FINAL).output_dir
     model = load_model(run / "final_ema.safetensors")
-    stages = []
+    stages, recorded = [], None
     for stage, path in sorted(STAGES.items()):
+        config = str(path.relative_to(REPO))
         summary_path = REPO / load_train_config(path).output_dir / "summary.json"
         if not summary_path.is_file() and stage < max(STAGES):
             # An earlier stage trained in another session (runs/ is not kept): its record travels in
-            # the weights it exported, which the next stage started from.
-            stages += _recorded_stages(run / "config.json")
+            # the exported weights the final stage started from.
+            if recorded is None:
+                recorded = {s["config"]: s for s in _recorded_stages(run / "config.json")}
+            if config not in recorded:
+                raise SystemExit(f"no record of {config}: neither {summary_path} nor the weights the final stage started from")
+            stages.append(recorded[config])
             continue
         summary = json.loads(summary_path.read_text())
-        stages.append({"config": str(path.relative_to(REPO)), "steps": summary["step"],
+        stages.append({"config": config, "steps": summary["step"],
                        "train_time_s": summary["train_time_s"], "hardware": summary["hardware"]})
     out = Path(args.out) if args.out else WEIGHTS
     save_model(model, out, {"description": "vidllie fast: small Restormer at 1/8 resolution + affine colour head "
@@ -180,7 +186,7 @@ def cmd_smoke(args) -> int:
         over = {"steps": args.steps, "log_every": 1, "threads": args.threads or cfg.threads, "val_every": 10**9, "checkpoint_every": 10**9, "progress": False,
                 "optim": {"warmup_steps": 5}, "data": {"images": str(IMAGES), "crop": crop, "val_limit": 2, "val_crop": 128}}
         if cfg.init_from:
-            over["init_from"] = str(root / "stage1-a" / "final_ema.safetensors")
+            over["init_from"] = str(root / f"stage{stage - 1}-a" / "final_ema.safetensors")
         a = train(path, overrides={**over, "output_dir": str(root / f"stage{stage}-a")})
         train(path, overrides={**over, "output_dir": str(root / f"stage{stage}-b")}, stop_after=args.steps // 2)
         b = train(path, resume=True, overrides={**over, "output_dir": str(root / f"stage{stage}-b")})

@@ -241,6 +241,15 @@ def test_fast_training_config_is_valid():
     same = dict(light_prob=base.data.degradation.light_prob, chroma_bias_hue_prob=0.0,
                 ambient_kelvin=base.data.degradation.ambient_kelvin)
     assert dataclasses.replace(detail.data.degradation, **same) == base.data.degradation
+    # Stage 3: the same network from stage 2's weights, more global exposure, zero-mean shadow tints.
+    stage3 = load_train_config(folder / "fast-stage3.yaml")
+    assert stage3.model == "fast" and stage3.init_from == f"{detail.output_dir}/final_ema.safetensors"
+    assert stage3.output_dir not in (base.output_dir, detail.output_dir)
+    d3 = stage3.data.degradation
+    assert 0 < d3.light_prob < detail.data.degradation.light_prob and 0 < d3.mono_prob
+    assert d3.chroma_bias_hue_prob == 1.0 and d3.ambient_tint[0] < 0 < d3.ambient_tint[1]
+    same = dict(light_prob=d3.light_prob, mono_prob=d3.mono_prob, chroma_bias_hue_prob=1.0, ambient_tint=d3.ambient_tint)
+    assert dataclasses.replace(detail.data.degradation, **same) == d3
 
 
 def test_detail_branch_starts_at_zero_and_then_corrects_per_pixel():

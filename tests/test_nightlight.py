@@ -70,7 +70,8 @@ def test_config_round_trip_with_new_fields():
     as_yaml = {k: list(v) if isinstance(v, tuple) else v for k, v in data.items()}
     assert DegradeConfig.from_dict(as_yaml) == cfg
     for bad in ({"light_prob": 1.5}, {"light_ratio": (0.5, 2.0)}, {"light_sources": (0, 2)},
-                {"light_radius": (0.3, 0.1)}, {"ambient_kelvin": (500.0, 6000.0)}, {"glow": (0.0, 0.1)}):
+                {"light_radius": (0.3, 0.1)}, {"ambient_kelvin": (500.0, 6000.0)}, {"glow": (0.0, 0.1)},
+                {"ambient_tint": (-2.0, 0.0)}, {"ambient_tint": (0.2, 0.1)}):
         with pytest.raises(ValueError):
             DegradeConfig(**bad)
 
@@ -311,3 +312,36 @@ def test_chroma_bias_of_random_hue_keeps_grey_part_and_length():
         assert torch.nn.functional.cosine_similarity(offset, want - want.mean(), dim=0) > 0.9
     # hue_prob 0 (the default) draws nothing: no field, magenta
     assert sample_degradation(2, torch.Generator().manual_seed(0), DegradeConfig()).chroma_hue is None
+
+
+def test_ambient_tint_makes_the_mean_shadow_tint_neutral():
+    """The black-body ambient alone is magenta of grey in the shadows (CIELAB a* > 0 on average);
+    stage 3's tint range cancels it, and turning the tint on changes no other draw."""
+    import dataclasses
+
+    import kornia
+
+    from vidllie.train.config import load_train_config
+    from vidllie.train.degrade import sample_light_layout, tint_green
+
+    rgb = torch.tensor([[1.0, 1.0, 1.0], [1.2, 0.9, 1.0]])
+    out = tint_green(rgb, torch.tensor([0.2, -0.2]))
+    assert torch.allclose((out * torch.tensor([0.2126, 0.7152, 0.0722])).sum(-1), torch.ones(2))  # luma kept
+    assert out[0, 1] > out[0, 0] and out[1, 1] / out[1, 0] < rgb[1, 1] / rgb[1, 0]  # greener, more magenta
+
+    def shadow_lab(cfg):
+        lay = sample_light_layout(4000, torch.Generator().manual_seed(3), cfg)
+        dim = (lay.ambient_rgb * 0.02).clamp(0, 1).view(-1, 3, 1, 1)  # a grey surface in the ambient, linear
+        return lay, kornia.color.rgb_to_lab(kornia.color.linear_rgb_to_rgb(dim)).view(-1, 3)
+
+    stage3 = load_train_config(Path(__file__).resolve().parents[1] / "configs" / "train" / "fast-stage3.yaml")
+    tinted = stage3.data.degradation
+    plain = dataclasses.replace(tinted, ambient_tint=(0.0, 0.0))
+    lay_p, lab_p = shadow_lab(plain)
+    lay_t, lab_t = shadow_lab(tinted)
+    assert lab_p[:, 1].mean() > 1.0  # magenta on average without the tint
+    assert abs(lab_t[:, 1].mean()) < 0.3 and abs(lab_t[:, 2].mean()) < 1.0  # neutral on average with it
+    assert (lab_t[:, 1] < -1.0).any() and (lab_t[:, 1] > 1.0).any()  # and tints on both sides
+    for f in dataclasses.fields(lay_p):
+        if f.name != "ambient_rgb":
+            assert torch.equal(getattr(lay_p, f.name), getattr(lay_t, f.name)), f.name

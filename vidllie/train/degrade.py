@@ -66,12 +66,13 @@ from vidllie.train.night_light import (
     illumination_map,
     kelvin_to_rgb,
     sample_light_layout,
+    tint_green,
 )
 
 __all__ = [
     "CORE_LEVEL", "ILLUMINANTS", "LIGHT_SOURCES", "DegradeConfig", "DegradeParams", "LightLayout",
     "add_sensor_noise", "degrade", "degrade_pair", "emitter_maps", "illumination_map", "kelvin_to_rgb",
-    "night_target", "sample_degradation", "sample_light_layout", "synthesize_low_light",
+    "night_target", "sample_degradation", "sample_light_layout", "synthesize_low_light", "tint_green",
 ]
 
 # Linear-light RGB of street-light illuminants relative to daylight white (approximate black-body /

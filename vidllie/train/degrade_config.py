@@ -45,6 +45,11 @@ class DegradeConfig:
     light_radius: tuple[float, float] = (0.06, 0.35)  # log-uniform, fraction of the long image side
     light_falloff: tuple[float, float] = (1.0, 3.0)  # profile exp(-d**p): 1 soft tail ... 3 hard edge
     ambient_kelvin: tuple[float, float] = (6500.0, 12000.0)  # moonlight / sky glow: neutral ... bluish
+    # Green-magenta tint of the ambient: log gain of its green channel, uniform (> 0 greener).
+    # A black body is magenta of grey in the shadows (mean CIELAB a* +1.5 over 3000-12000 K at a
+    # dim level), a one-sided prior; a range centred near +0.1 makes the mean shadow tint neutral.
+    # (0, 0) draws nothing (the default config's draws are unchanged).
+    ambient_tint: tuple[float, float] = (0.0, 0.0)
     core_prob: float = 0.5  # per source: a visible emitter that clips
     core_radius: tuple[float, float] = (0.004, 0.02)  # log-uniform, fraction of the long side (>= 1 px)
     glow: tuple[float, float] = (0.05, 0.5)  # log-uniform, linear glow level at the core's edge
@@ -54,7 +59,7 @@ class DegradeConfig:
     def __post_init__(self) -> None:
         for name in ("exposure", "cast_strength", "photons", "read_noise", "defocus_sigma",
                      "motion_kernel", "chroma_bias", "crf", "light_level", "light_ratio", "light_sources",
-                     "light_radius", "light_falloff", "ambient_kelvin", "core_radius", "glow", "glow_radius"):
+                     "light_radius", "light_falloff", "ambient_kelvin", "ambient_tint", "core_radius", "glow", "glow_radius"):
             lo, hi = getattr(self, name)
             if lo > hi:
                 raise ValueError(f"degradation {name}: low end {lo} above high end {hi}")
@@ -67,6 +72,8 @@ class DegradeConfig:
             raise ValueError(f"light_sources must be whole numbers >= 1, got {self.light_sources}")
         if not (1000 <= self.ambient_kelvin[0] and self.ambient_kelvin[1] <= 25000):
             raise ValueError(f"ambient_kelvin must be in 1000 ... 25000 K, got {self.ambient_kelvin}")
+        if not (-1.0 <= self.ambient_tint[0] and self.ambient_tint[1] <= 1.0):
+            raise ValueError(f"ambient_tint must be in -1 ... 1 (log green gain), got {self.ambient_tint}")
         for name in ("light_level", "light_radius", "light_falloff", "core_radius", "glow", "glow_radius"):
             if getattr(self, name)[0] <= 0:
                 raise ValueError(f"degradation {name} must be positive, got {getattr(self, name)}")

@@ -7,7 +7,8 @@ map in linear light multiplies the scene,
 
     I(x) = ambient * (c_amb + (ratio - 1) * S(x)),   luma(S) in [0, 1] with min 0 and max 1,
 
-a dim bluish ambient (sky glow, moonlight, ``ambient_kelvin``) plus 1-4 light pools: street
+a dim bluish ambient (sky glow, moonlight, ``ambient_kelvin``, optionally tinted green or
+magenta, ``ambient_tint``) plus 1-4 light pools: street
 lamps (elliptical pools, sodium ~2000 K, warm LED 2700-3000 K, cool LED 4000-5000 K), headlight
 cones (3200-6000 K) and lit windows (soft rectangles, 2700-4000 K), of random size, shape and
 falloff. The brightest point of the map has luma ``light_level`` (above 1 the pool clips in the
@@ -104,6 +105,21 @@ def kelvin_to_rgb(kelvin: torch.Tensor) -> torch.Tensor:
     return rgb / (rgb * rgb.new_tensor(BT709_LUMA)).sum(-1, keepdim=True)
 
 
+def tint_green(rgb: torch.Tensor, log_gain: torch.Tensor) -> torch.Tensor:
+    """Move colours (..., 3), luma 1, along the green-magenta axis: green times ``exp(log_gain)``
+    (...,), then luma-normalised again (> 0 greener, < 0 more magenta).
+
+    Example:
+        >>> out = tint_green(torch.ones(2, 3), torch.tensor([0.1, -0.1]))
+        >>> bool(out[0, 1] > out[0, 0]), bool(out[1, 1] < out[1, 0])
+        (True, True)
+    """
+    gain = torch.ones_like(rgb)
+    gain[..., 1] = torch.exp(log_gain.to(rgb.dtype))
+    out = rgb * gain
+    return out / (out * out.new_tensor(BT709_LUMA)).sum(-1, keepdim=True)
+
+
 def sample_light_layout(batch: int, generator: torch.Generator, config: DegradeConfig | None = None) -> LightLayout:
     """Draw ``batch`` night-light layouts (a fixed number of draws for a given config).
 
@@ -152,6 +168,8 @@ def sample_light_layout(batch: int, generator: torch.Generator, config: DegradeC
     core_radius = log_uniform(n * s, *c.core_radius, g).view(n, s)
     glow = log_uniform(n * s, *c.glow, g).view(n, s)
     glow_radius = core_radius * uniform(n * s, *c.glow_radius, g).view(n, s)
+    if c.ambient_tint != (0.0, 0.0):  # drawn last, and only when enabled: other configs' draws are unchanged
+        ambient_rgb = tint_green(ambient_rgb, uniform(n, *c.ambient_tint, g))
     f = lambda v: v.float()
     return LightLayout(
         lit=lit, mono=mono, level=f(level), ratio=f(ratio), ambient_rgb=f(ambient_rgb), kind=kind,
