@@ -7,7 +7,8 @@
 ``vidllie.models.info.model_macs`` and frames/s measured round-robin (one forward of each candidate
 per round, so a change in machine load hits all of them alike); ratios to the quality network are
 what to read on a shared machine. ``runtime``: one network under the CPU runtime options
-(contiguous vs channels-last, 1 vs N threads, torch.compile, ONNX Runtime when installed).
+(contiguous vs channels-last, 1 vs N threads, bf16 autocast, torch.compile, ONNX Runtime when
+installed, OpenVINO f32 and bf16 as `--runtime openvino` runs it).
 Prints a Markdown table. Model only: no decode, copies or encode (``vidllie bench`` measures those).
 """
 
@@ -148,6 +149,46 @@ def cmd_runtime(args) -> None:
         print("onnxruntime: not installed (skipped)")
     except Exception as err:  # noqa: BLE001
         print(f"onnxruntime: failed ({type(err).__name__}: {str(err).splitlines()[0][:200]})")
+    try:
+        import tempfile
+
+        from vidllie.pipeline.openvino_runtime import OpenVinoModel
+
+        cache = tempfile.mkdtemp(prefix="arch-sweep-openvino-")
+        with torch.inference_mode():
+            ref = model(x)
+        for hint in ("f32", "bf16"):
+            # What `--runtime openvino` does (`--precision bf16` for the bf16 hint); converted
+            # once, then compiled for this size (both outside the timing).
+            ov_model = OpenVinoModel(model, threads=n, precision=hint, cache_dir=cache)
+            t0 = time.perf_counter()
+            err = float((ov_model(xcl) - ref).abs().max())
+            print(f"openvino {hint}: conversion + compilation {time.perf_counter() - t0:.1f} s, max |diff| vs eager {err:.2e}")
+            fns[f"OpenVINO {hint}, {n} threads"] = (lambda m: lambda: m(xcl))(ov_model)
+    except ImportError:
+        print("openvino: not installed (skipped)")
+    except Exception as err:  # noqa: BLE001
+        print(f"openvino: failed ({type(err).__name__}: {str(err).splitlines()[0][:200]})")
+    try:
+        import tempfile
+
+        from vidllie.pipeline.openvino_runtime import OpenVinoModel
+
+        cache = tempfile.mkdtemp(prefix="arch-sweep-openvino-")
+        with torch.inference_mode():
+            ref = model(x)
+        for hint in ("f32", "bf16"):
+            # What `--runtime openvino` does (`--precision bf16` for the bf16 hint); converted
+            # once, then compiled for this size (both outside the timing).
+            ov_model = OpenVinoModel(model, threads=n, precision=hint, cache_dir=cache)
+            t0 = time.perf_counter()
+            err = float((ov_model(xcl) - ref).abs().max())
+            print(f"openvino {hint}: conversion + compilation {time.perf_counter() - t0:.1f} s, max |diff| vs eager {err:.2e}")
+            fns[f"OpenVINO {hint}, {n} threads"] = (lambda m: lambda: m(xcl))(ov_model)
+    except ImportError:
+        print("openvino: not installed (skipped)")
+    except Exception as err:  # noqa: BLE001
+        print(f"openvino: failed ({type(err).__name__}: {str(err).splitlines()[0][:200]})")
     sec = _time_round_robin(fns, args.rounds)
     ref = next(iter(sec))
     print(f"\n{args.model}, model-only, {w}x{h}, batch {args.batch}, fp32, median of {args.rounds} round-robin rounds\n")

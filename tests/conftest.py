@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# The suite's many small models run on the torch runtime (the reference); tests/test_openvino.py
+# checks the OpenVINO runtime against it and runs it end to end. Its cache stays out of ~/.cache.
+os.environ.setdefault("VIDLLIE_RUNTIME", "torch")
+os.environ.setdefault("VIDLLIE_CACHE", tempfile.mkdtemp(prefix="vidllie-test-cache-"))
 
 import torch  # noqa: E402
 

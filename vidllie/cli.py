@@ -132,6 +132,7 @@ def enhance(
     cache_max_age: int = typer.Option(ENHANCE.cache_max_age, "--cache-max-age", min=1, help="Max frames a key frame's DINO features are reused."),
     reuse: bool = typer.Option(ENHANCE.reuse, "--reuse/--no-reuse", help="Fixed cameras: recompute only the regions that changed (whole frames at cuts, every --cache-max-age frames, on light changes and camera motion)."),
     compile: bool = typer.Option(ENHANCE.compile, "--compile", help="torch.compile the model (slow start, faster on long videos)."),
+    runtime: str = typer.Option(ENHANCE.runtime, "--runtime", help="CPU runtime: auto (OpenVINO when installed and no DINO runs), torch or openvino."),
     threads: Optional[int] = typer.Option(ENHANCE.threads, "--threads", min=1, help="Torch CPU threads (default: all cores; fewer on a machine shared with busy processes)."),
     stats_json: Optional[Path] = typer.Option(None, "--stats-json", help="Write per-stage timings, fps, cache hit rate, memory and versions here."),
     quiet: bool = typer.Option(False, "-q", "--quiet", help="No progress bar or summary."),
@@ -155,7 +156,7 @@ def enhance(
                 model=model, dino=dino, device=device, precision=precision, batch_size=batch_size, chunk=chunk,
                 tile_overlap=tile_overlap, temporal=temporal, dino_cache=dino_cache,
                 cache_threshold=cache_threshold, cache_max_age=cache_max_age, compile=compile, threads=threads,
-                reuse=reuse, start=start, end=end, codec=codec, crf=crf, preset=preset, pix_fmt=pix_fmt, audio=not no_audio,
+                runtime=runtime, reuse=reuse, start=start, end=end, codec=codec, crf=crf, preset=preset, pix_fmt=pix_fmt, audio=not no_audio,
             ),
         )
     with user_errors(), contextlib.ExitStack() as claims:
@@ -188,7 +189,7 @@ def enhance(
                 model, dino=dino, device=device, precision=precision, batch_size=batch_size,
                 chunk=chunk, tile_overlap=tile_overlap, temporal=temporal, dino_cache=dino_cache,
                 cache_threshold=cache_threshold, cache_max_age=cache_max_age, compile=compile,
-                threads=threads, reuse=reuse,
+                threads=threads, reuse=reuse, runtime=runtime,
             )
         except ValueError as err:
             raise typer.BadParameter(str(err)) from None
@@ -347,6 +348,7 @@ def bench(
     crf: int = typer.Option(18, "--crf"),
     preset: str = typer.Option("medium", "--preset"),
     compile: bool = typer.Option(ENHANCE.compile, "--compile"),
+    runtime: str = typer.Option(ENHANCE.runtime, "--runtime", help="CPU runtime: auto, torch or openvino."),
     threads: Optional[int] = typer.Option(ENHANCE.threads, "--threads", min=1, help="Torch CPU threads (default: all cores)."),
     json_path: Optional[Path] = typer.Option(None, "--json", help="Write the full report as JSON here."),
     quiet: bool = typer.Option(False, "-q", "--quiet", help="No table on stdout."),
@@ -373,7 +375,7 @@ def bench(
             synthetic=synthetic, dino=dino, frames=frames, warmup=warmup,
             batch_size=batch_size, device=device, precision=precision, dino_cache=dino_cache == "on",
             temporal=temporal, chunk=chunk, codec=codec, crf=crf, preset=preset, compile=compile,
-            threads=threads, reuse=reuse,
+            threads=threads, reuse=reuse, runtime=runtime,
         )
         r = run_bench(input, model=model, **settings)
         if not quiet:

@@ -118,6 +118,7 @@ def run_bench(
     crf: int = 18,
     preset: str = "medium",
     compile: bool = False,
+    runtime: str = DEFAULTS.runtime,
     threads: int | None = None,
     workdir: str | os.PathLike | None = None,
 ) -> dict[str, Any]:
@@ -145,7 +146,7 @@ def run_bench(
         enhancer = Enhancer(
             model, dino=dino, device=device, precision=precision, batch_size=batch_size,
             chunk=chunk, temporal=temporal, dino_cache=dino_cache, compile=compile, threads=threads,
-            reuse=reuse,
+            reuse=reuse, runtime=runtime,
         )
         images = _read_frames(source, min(frames, _RESIDENT_FRAMES))
         if not images:
@@ -213,7 +214,7 @@ def _report(enhancer: Enhancer, e2e, model_only, source, synthetic, width, heigh
         "device": e2e["device"],
         "device_name": e2e["device_name"],
         "settings": {
-            "model": e2e["model"], "dino": e2e["dino"], "precision": e2e["precision"],
+            "model": e2e["model"], "dino": e2e["dino"], "precision": e2e["precision"], "runtime": e2e["runtime"],
             "batch_size": e2e["batch_size"], "effective_batch_size": e2e["effective_batch_size"],
             "chunk": e2e["chunk"], "tile": e2e["tile"], "tile_overlap": e2e["tile_overlap"], "temporal": e2e["temporal"],
             "dino_cache": enhancer.cache is not None and enhancer.cache.enabled,
@@ -232,7 +233,7 @@ def format_report(r: dict[str, Any]) -> str:
     hit_text = "n/a (no DINO)" if hit is None else f"{hit:.3f}"
     lines = [
         f"vidllie bench: {src} ({r['width']}x{r['height']}, {r['frames']} frames after {r['warmup_frames']} warm-up)",
-        f"device {r['device']} ({r['device_name']}), precision {r['settings']['precision']}, "
+        f"device {r['device']} ({r['device_name']}), {r['settings']['runtime']} runtime, precision {r['settings']['precision']}, "
         f"batch {r['settings']['batch_size']}, model {r['settings']['model']['name']}",
         "",
         f"{'end-to-end':<22}{r['end_to_end']['fps']:>10.2f} frames/s",

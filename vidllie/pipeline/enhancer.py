@@ -39,6 +39,7 @@ from vidllie.pipeline.device import (
 )
 from vidllie.pipeline.dino_cache import DinoCache
 from vidllie.pipeline.environment import default_cpu_threads, library_versions, torch_threads
+from vidllie.pipeline.openvino_runtime import PRECISION_HINTS, OpenVinoModel, resolve_runtime
 from vidllie.pipeline.options import EnhanceConfig
 from vidllie.pipeline.reuse import RegionReuse
 from vidllie.pipeline.runner import ModelRunner
@@ -59,7 +60,7 @@ class Enhancer:
         config: an :class:`EnhanceConfig`; keyword ``options`` (its field names: ``dino``,
             ``device``, ``precision``, ``batch_size``, ``chunk``, ``tile_overlap``, ``temporal``,
             ``dino_cache``, ``cache_threshold``, ``cache_max_age``, ``reuse``, ``scene_cut_threshold``,
-            ``compile``, ``channels_last``, ``threads``) override it. Unknown names are refused.
+            ``compile``, ``runtime``, ``channels_last``, ``threads``) override it. Unknown names are refused.
 
     Example:
         >>> enhancer = Enhancer("default", device="cpu", temporal=0.0)
@@ -90,18 +91,22 @@ class Enhancer:
             self.model.to(memory_format=torch.channels_last)
         self.model.eval().requires_grad_(False)
         self.config = getattr(self.model, "config", None)
-        model_fn = torch.compile(self.model) if opts.compile else self.model
-        self.runner = ModelRunner(
-            self.model, self.device, self.dtype, chunk=opts.chunk, tile_overlap=opts.tile_overlap,
-            batch_size=opts.batch_size, model_fn=model_fn,
-        )
-        self.align = self.runner.align
-
         guided = bool(getattr(self.config, "guided", False))
         dino_config = self.config.dino if guided else None
         self.dino, self.dino_source = load_dino(dino_config, opts.dino, needed=guided)
         if self.dino is not None:
             self.dino.to(self.device)
+
+        self.runtime = resolve_runtime(opts.runtime, self.device, self.model, self.dino, opts.compile)
+        if self.runtime == "openvino":
+            model_fn = OpenVinoModel(self.model, threads=self.threads, precision=PRECISION_HINTS[self.dtype])
+        else:
+            model_fn = torch.compile(self.model) if opts.compile else self.model
+        self.runner = ModelRunner(
+            self.model, self.device, self.dtype, chunk=opts.chunk, tile_overlap=opts.tile_overlap,
+            batch_size=opts.batch_size, model_fn=model_fn,
+        )
+        self.align = self.runner.align
         self.cache = (
             DinoCache(
                 lambda frames: self.runner.run_dino(self.dino, frames), enabled=opts.dino_cache,
@@ -266,6 +271,7 @@ class Enhancer:
             "device_name": device_name(self.device),
             "torch_threads": self.threads or torch.get_num_threads(),
             "precision": precision_name(self.dtype),
+            "runtime": self.runtime,
             "batch_size": self.batch_size,
             "effective_batch_size": self.runner.max_batch,
             **self.runner.settings(),

@@ -62,7 +62,16 @@ def library_versions() -> dict[str, str | None]:
         "vidllie": vidllie.__version__, "python": platform.python_version(), "torch": torch.__version__,
         "cuda": torch.version.cuda, "av": av.__version__, "ffmpeg": _ffmpeg_version(av),
         "kornia": kornia.__version__, "transformers": transformers.__version__, "numpy": np.__version__,
+        "openvino": _openvino_version(),
     }
+
+
+def _openvino_version() -> str | None:
+    try:
+        import openvino
+    except ImportError:
+        return None
+    return openvino.__version__.split("-")[0]
 
 
 def _ffmpeg_version(av_module) -> str | None:

@@ -27,7 +27,7 @@ VIDEO_OPTIONS = ("start", "end", "codec", "crf", "preset", "pix_fmt", "audio")
 _VIDEO_DEFAULTS = {"start": None, "end": None, "codec": "libx264", "crf": 18, "preset": "medium",
                    "pix_fmt": None, "audio": True}
 # Enhancer options that do not change the output (where and how fast it runs): not in `settings`.
-_RUNTIME_OPTIONS = ("device", "batch_size", "compile", "channels_last", "threads", "tile_overlap")
+_RUNTIME_OPTIONS = ("device", "batch_size", "compile", "runtime", "channels_last", "threads", "tile_overlap")
 
 
 def settings_of(config: EnhanceConfig, video: dict[str, Any]) -> dict[str, Any]:

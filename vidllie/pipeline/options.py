@@ -20,6 +20,9 @@ from typing import Any
 from vidllie.errors import InputError
 
 
+RUNTIMES = ("auto", "torch", "openvino")
+
+
 @dataclass
 class EnhanceConfig:
     """What :class:`~vidllie.pipeline.enhancer.Enhancer` is built from.
@@ -49,6 +52,9 @@ class EnhanceConfig:
         scene_cut_threshold: thumbnail difference that counts as a scene cut (resets smoothing
             and the cache).
         compile: wrap the model in ``torch.compile``.
+        runtime: what runs the model on the CPU: ``torch``, ``openvino`` (unguided models, see
+            :mod:`vidllie.pipeline.openvino_runtime`) or ``auto`` (OpenVINO on the CPU when it is
+            installed and no DINO runs and ``compile`` is off; torch elsewhere).
         channels_last: run convolutions in channels-last layout (faster on CPU and GPU).
         threads: torch intra-op threads while enhancing on the CPU (``None``: all cores); restored
             afterwards. Ignored on GPUs.
@@ -68,10 +74,13 @@ class EnhanceConfig:
     reuse: bool = True
     scene_cut_threshold: float = 0.1
     compile: bool = False
+    runtime: str = "auto"
     channels_last: bool = True
     threads: int | None = None
 
     def __post_init__(self) -> None:
+        if self.runtime not in RUNTIMES:
+            raise ValueError(f"runtime must be one of {', '.join(RUNTIMES)}, got {self.runtime!r}")
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.chunk is not None and self.chunk < 0:

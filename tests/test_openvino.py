@@ -1,0 +1,131 @@
+"""The OpenVINO CPU runtime: the same output as the torch runtime on any frame size and batch, the
+converted model cached on disk, the choice of runtime, and whole videos (frames, audio) through it.
+The rest of the suite runs the torch runtime (tests/conftest.py sets VIDLLIE_RUNTIME=torch)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from conftest import micro_config
+from media import audio_packets, make_clip, moving_square, video_times
+from vidllie.cli import app
+from vidllie.errors import VidllieError
+from vidllie.models import build_model, load_model, save_model
+
+pytest.importorskip("openvino")
+
+from vidllie.pipeline.openvino_runtime import OpenVinoModel, model_key, resolve_runtime  # noqa: E402
+
+CPU = torch.device("cpu")
+
+
+@pytest.fixture(scope="module")
+def fast_model():
+    """The bundled `fast` network: affine head and detail branch, real weights."""
+    return load_model(Path(__file__).resolve().parents[1] / "vidllie" / "weights" / "fast.safetensors").eval()
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("openvino-cache")
+
+
+def test_same_output_as_torch_on_any_size_batch_and_layout(fast_model, cache_dir):
+    runtime = OpenVinoModel(fast_model, threads=2, cache_dir=cache_dir)
+    g = torch.Generator().manual_seed(0)
+    # odd sizes (padded inside, cropped back), batches (one request per frame), both layouts
+    for shape, channels_last in (((1, 3, 96, 160), True), ((3, 3, 97, 131), False), ((2, 3, 64, 250), True)):
+        x = torch.rand(shape, generator=g) * 0.3
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.inference_mode():
+            want = fast_model(x)
+            got = runtime(x)
+        assert got.shape == want.shape and got.dtype == torch.float32
+        assert got.is_contiguous(memory_format=torch.channels_last) == channels_last
+        assert (got - want).abs().max() < 1e-4
+    assert runtime.converted  # converted here, in this process
+
+
+def test_converted_model_is_kept_on_disk_under_its_weights(fast_model, cache_dir):
+    x = torch.rand(1, 3, 64, 64)
+    first = OpenVinoModel(fast_model, threads=1, cache_dir=cache_dir)
+    want = first(x)
+    again = OpenVinoModel(fast_model, threads=1, cache_dir=cache_dir)
+    assert torch.equal(again(x), want) and not again.converted  # read back, not converted again
+    assert (cache_dir / model_key(fast_model) / "model.xml").is_file()
+    assert not [p for p in cache_dir.iterdir() if p.name.startswith(".tmp-")]  # nothing half-written
+    torch.manual_seed(1)
+    other = build_model(micro_config())
+    assert model_key(other) != model_key(fast_model)
+    runtime = OpenVinoModel(other.eval(), threads=1, cache_dir=cache_dir)
+    with torch.inference_mode():
+        assert (runtime(x) - other(x)).abs().max() < 1e-4
+    assert runtime.converted
+
+
+def test_choice_of_runtime(fast_model, monkeypatch):
+    monkeypatch.delenv("VIDLLIE_RUNTIME", raising=False)
+    dino = torch.nn.Identity()
+    assert resolve_runtime("auto", CPU, fast_model, None, False) == "openvino"
+    assert resolve_runtime("auto", CPU, fast_model, dino, False) == "torch"  # DINO guidance runs in torch
+    assert resolve_runtime("auto", CPU, fast_model, None, True) == "torch"  # --compile is torch's
+    assert resolve_runtime("auto", torch.device("cuda"), fast_model, None, False) == "torch"
+    assert resolve_runtime("torch", CPU, fast_model, None, False) == "torch"
+    for device, d, compile, words in ((CPU, dino, False, "DINO"), (CPU, None, True, "--compile"),
+                                      (torch.device("cuda"), None, False, "CPU")):
+        with pytest.raises(VidllieError, match=words):
+            resolve_runtime("openvino", device, fast_model, d, compile)
+    with pytest.raises(VidllieError, match="Restormer"):
+        resolve_runtime("openvino", CPU, torch.nn.Conv2d(3, 3, 1), None, False)
+    monkeypatch.setenv("VIDLLIE_RUNTIME", "torch")  # replaces auto's choice only
+    assert resolve_runtime("auto", CPU, fast_model, None, False) == "torch"
+    assert resolve_runtime("openvino", CPU, fast_model, None, False) == "openvino"
+    monkeypatch.setenv("VIDLLIE_RUNTIME", "onnx")
+    with pytest.raises(VidllieError, match="unknown runtime"):
+        resolve_runtime("auto", CPU, fast_model, None, False)
+    with pytest.raises(ValueError, match="runtime"):
+        from vidllie.pipeline.options import EnhanceConfig
+
+        EnhanceConfig(runtime="tensorrt")
+
+
+def _frames(path: Path) -> np.ndarray:
+    with av.open(str(path)) as c:
+        return np.stack([f.to_ndarray(format="rgb24") for f in c.decode(video=0)])
+
+
+def test_video_through_openvino_matches_torch_with_audio(tmp_path):
+    torch.manual_seed(0)
+    model = save_model(build_model(micro_config()), tmp_path / "micro.safetensors")
+    clip = make_clip(tmp_path / "clip.mp4", width=150, height=86, frames=24, frame_fn=moving_square(150, 86))
+    outputs = {}
+    for runtime in ("torch", "openvino"):
+        out = tmp_path / f"{runtime}.mkv"
+        result = CliRunner().invoke(app, ["enhance", str(clip), "-o", str(out), "--model", str(model), "--runtime",
+                                          runtime, "--crf", "0", "--preset", "ultrafast", "--stats-json",
+                                          str(tmp_path / f"{runtime}.json"), "-q"])
+        assert result.exit_code == 0, result.output
+        assert '"runtime": "%s"' % runtime in (tmp_path / f"{runtime}.json").read_text()
+        assert len(video_times(out)) == 24 and audio_packets(out) == audio_packets(clip)
+        outputs[runtime] = _frames(out).astype(np.int16)
+    assert np.abs(outputs["openvino"] - outputs["torch"]).max() <= 1  # lossless encode: float rounding only
+
+
+def test_bad_runtime_is_one_clear_error(tmp_path):
+    clip = make_clip(tmp_path / "clip.mp4", frames=4)
+    result = CliRunner().invoke(app, ["enhance", str(clip), "-o", str(tmp_path / "o.mp4"), "--runtime", "onnx", "-q"])
+    assert result.exit_code != 0 and "runtime" in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "o.mp4").exists()
+    result = CliRunner().invoke(app, ["enhance", str(clip), "-o", str(tmp_path / "o.mp4"), "--runtime", "openvino",
+                                      "--device", "cpu", "--compile", "-q"])
+    assert result.exit_code != 0 and "--compile" in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "o.mp4").exists()
+    shutil.rmtree(tmp_path, ignore_errors=True)
