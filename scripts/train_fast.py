@@ -1,8 +1,8 @@
 """Train, export and check the next default model (issue 11): `fast` on night-light data.
 
-    python scripts/train_fast.py train [--resume]      # = vidllie train --config configs/train/fast.yaml
+    python scripts/train_fast.py train --stage N [--resume]  # N = 1, 2, 3: configs/train/fast.yaml, fast-detail.yaml, fast-stage3.yaml
     python scripts/train_fast.py pairs                 # held-out pairs: runs/heldout (global) and runs/heldout-nightlight
-    python scripts/train_fast.py export                # the final EMA -> vidllie/weights/fast.safetensors
+    python scripts/train_fast.py export [--out F]      # the last stage's final EMA -> vidllie/weights/fast.safetensors
     python scripts/train_fast.py evaluate [--model M] [--no-reference]  # both held-out splits, M (default: the export) and `quality`
     python scripts/train_fast.py realclip [--model M]  # ../shared/media/night_dashcam.mp4 through the whole pipeline: issue 11's bars
     python scripts/train_fast.py smoke [--steps 30]    # a short run on small crops: s/step, loss, exact resume
@@ -219,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("train")
     p.add_argument("--stage", type=int, choices=sorted(STAGES), default=max(STAGES))
     p.add_argument("--resume", action="store_true")
-    p.add_argument("--init-from", default=None, help="stage 2: the stage-1 weights (default: the config's, runs/fast)")
+    p.add_argument("--init-from", default=None, help="the previous stage's weights (default: the config's init_from)")
     sub.add_parser("pairs")
     p = sub.add_parser("export")
     p.add_argument("--out", default=None)

@@ -103,20 +103,31 @@ def _frames(path: Path) -> np.ndarray:
 
 
 def test_video_through_openvino_matches_torch_with_audio(tmp_path):
+    import json
+
+    import openvino
+
     torch.manual_seed(0)
     model = save_model(build_model(micro_config()), tmp_path / "micro.safetensors")
     clip = make_clip(tmp_path / "clip.mp4", width=150, height=86, frames=24, frame_fn=moving_square(150, 86))
-    outputs = {}
-    for runtime in ("torch", "openvino"):
-        out = tmp_path / f"{runtime}.mkv"
+    outputs, stats = {}, {}
+    for name, runtime, precision in (("torch", "torch", "fp32"), ("openvino", "openvino", "fp32"),
+                                     ("openvino-auto", "openvino", "auto")):
+        out = tmp_path / f"{name}.mkv"
         result = CliRunner().invoke(app, ["enhance", str(clip), "-o", str(out), "--model", str(model), "--runtime",
-                                          runtime, "--crf", "0", "--preset", "ultrafast", "--stats-json",
-                                          str(tmp_path / f"{runtime}.json"), "-q"])
+                                          runtime, "--precision", precision, "--crf", "0", "--preset", "ultrafast",
+                                          "--stats-json", str(tmp_path / f"{name}.json"), "-q"])
         assert result.exit_code == 0, result.output
-        assert '"runtime": "%s"' % runtime in (tmp_path / f"{runtime}.json").read_text()
+        stats[name] = json.loads((tmp_path / f"{name}.json").read_text())
+        assert stats[name]["runtime"] == runtime
         assert len(video_times(out)) == 24 and audio_packets(out) == audio_packets(clip)
-        outputs[runtime] = _frames(out).astype(np.int16)
+        outputs[name] = _frames(out).astype(np.int16)
+    assert stats["openvino"]["precision"] == "fp32"
     assert np.abs(outputs["openvino"] - outputs["torch"]).max() <= 1  # lossless encode: float rounding only
+    # precision auto: OpenVINO's choice for this CPU (bf16 where it computes bf16 natively)
+    native = openvino.Core().get_property("CPU", "INFERENCE_PRECISION_HINT").get_type_name()
+    assert stats["openvino-auto"]["precision"] == {"bf16": "bf16", "f32": "fp32", "f16": "fp16"}[native]
+    assert np.abs(outputs["openvino-auto"] - outputs["torch"]).mean() < 1.0
 
 
 def test_bad_runtime_is_one_clear_error(tmp_path):
@@ -129,3 +140,26 @@ def test_bad_runtime_is_one_clear_error(tmp_path):
     assert result.exit_code != 0 and "--compile" in result.output and "Traceback" not in result.output
     assert not (tmp_path / "o.mp4").exists()
     shutil.rmtree(tmp_path, ignore_errors=True)
+
+
+def test_bench_compares_runtimes_in_one_run(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    torch.manual_seed(0)
+    model = save_model(build_model(micro_config()), tmp_path / "micro.safetensors")
+    out = tmp_path / "bench.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "vidllie", "bench", "--synthetic", "128x96", "--model", str(model), "--runtime",
+         "openvino", "--compare", str(model), "--compare-runtime", "torch", "--frames", "6", "--batch-size", "2",
+         "--device", "cpu", "--preset", "ultrafast", "--json", str(out)],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr
+    r = json.loads(out.read_text())
+    assert r["model"]["settings"]["runtime"] == "openvino" and r["reference"]["settings"]["runtime"] == "torch"
+    assert r["reference"]["settings"]["precision"] == "fp32"
+    assert r["model"]["versions"]["openvino"]
+    assert r["model"]["frames"] == r["reference"]["frames"] == 6
+    assert "(openvino, " in proc.stdout and "(torch, fp32)" in proc.stdout and "x end to end" in proc.stdout

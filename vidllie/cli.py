@@ -334,6 +334,7 @@ def bench(
     synthetic: Optional[str] = typer.Option(None, "--synthetic", help="Generate a night-like WxH clip (e.g. 1280x720, 4k) instead."),
     model: str = typer.Option(ENHANCE.model, "--model", help="Checkpoint or 'default'."),
     compare: Optional[str] = typer.Option(None, "--compare", help="Also run this model (e.g. quality) with the same settings, and report the speed ratio."),
+    compare_runtime: Optional[str] = typer.Option(None, "--compare-runtime", help="Runtime of the --compare run (default: --runtime's), e.g. torch."),
     dino: Optional[str] = typer.Option(ENHANCE.dino, "--dino", help="DINO backbone id/folder; 'none' runs without guidance."),
     frames: int = typer.Option(300, "--frames", min=1, help="Frames timed end to end (after the warm-up)."),
     warmup: Optional[int] = typer.Option(None, "--warmup", min=0, help="Warm-up frames (default: two batches)."),
@@ -383,7 +384,7 @@ def bench(
         if compare is not None:
             from vidllie.pipeline.bench import compare_reports, format_comparison
 
-            other = run_bench(input, model=compare, **settings)
+            other = run_bench(input, model=compare, **{**settings, "runtime": compare_runtime or runtime})
             r = compare_reports(r, other)
             if not quiet:
                 typer.echo("\n" + format_report(other) + "\n\n" + format_comparison(r))

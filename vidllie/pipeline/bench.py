@@ -275,6 +275,9 @@ def compare_reports(report: dict[str, Any], reference: dict[str, Any]) -> dict[s
 
 def format_comparison(r: dict[str, Any]) -> str:
     names = [x["settings"]["model"]["name"] for x in (r["model"], r["reference"])]
+    setups = [(x["settings"].get("runtime"), x["settings"]["precision"]) for x in (r["model"], r["reference"])]
+    if setups[0] != setups[1]:  # say what each ran on
+        names = [f"{n} ({rt}, {p})" for n, (rt, p) in zip(names, setups)]
     return (f"{names[0]} vs {names[1]}: {r['speedup']['end_to_end']:.2f}x end to end "
             f"({r['model']['end_to_end']['fps']:.2f} vs {r['reference']['end_to_end']['fps']:.2f} frames/s), "
             f"{r['speedup']['model_only']:.2f}x model-only")

@@ -36,6 +36,8 @@ IR_FORMAT = 1
 MAX_COMPILED = 8
 # torch precision -> OpenVINO inference precision hint
 PRECISION_HINTS = {torch.float32: "f32", torch.bfloat16: "bf16", torch.float16: "f16"}
+# OpenVINO element type names -> vidllie's precision names (stats, reports)
+_PRECISION_NAMES = {"f32": "fp32", "bf16": "bf16", "f16": "fp16"}
 
 
 def openvino_available() -> bool:
@@ -117,13 +119,15 @@ class OpenVinoModel:
     """Callable like the model on CPU tensors: ``(B, 3, H, W)`` float -> ``(B, 3, H, W)`` float32.
 
     ``threads``: OpenVINO inference threads (None: its default, all cores). ``precision``: an
-    OpenVINO inference precision hint (``"f32"``, ``"bf16"``, ``"f16"``). ``cache_dir``: where the
+    OpenVINO inference precision hint (``"f32"``, ``"bf16"``, ``"f16"``), or None for OpenVINO's
+    choice for the CPU (bf16 where it computes bf16 natively, AVX512-BF16 or AMX; else f32;
+    :attr:`precision_name` says which). ``cache_dir``: where the
     converted model and OpenVINO's compiled-model cache live (None: :func:`default_cache_dir`).
     The first call converts (tens of seconds, once per model and machine) and compiles for the
     frame size (seconds, once per size; cached on disk too).
     """
 
-    def __init__(self, model: nn.Module, *, threads: int | None = None, precision: str = "f32",
+    def __init__(self, model: nn.Module, *, threads: int | None = None, precision: str | None = "f32",
                  cache_dir: str | os.PathLike | None = None) -> None:
         if not supports_openvino(model):
             raise VidllieError("runtime 'openvino' runs vidllie's Restormer models; use runtime 'torch'")
@@ -131,7 +135,7 @@ class OpenVinoModel:
             import openvino
         except ImportError as err:
             raise VidllieError("runtime 'openvino' needs the openvino package: pip install openvino") from err
-        if precision not in PRECISION_HINTS.values():
+        if precision is not None and precision not in PRECISION_HINTS.values():
             raise ValueError(f"precision hint must be one of {sorted(PRECISION_HINTS.values())}, got {precision!r}")
         self._ov = openvino
         self.model = model
@@ -142,6 +146,12 @@ class OpenVinoModel:
         self._ir = None  # the converted model, loaded on the first call
         self._compiled: OrderedDict[tuple[int, int], object] = OrderedDict()
         self.converted = False  # True once this process converted (not read from the cache)
+
+    @property
+    def precision_name(self) -> str:
+        """The precision inference runs in: ``fp32``, ``bf16`` or ``fp16``."""
+        hint = self.precision or self._core.get_property("CPU", "INFERENCE_PRECISION_HINT").get_type_name()
+        return _PRECISION_NAMES.get(hint, hint)
 
     # ------------------------------------------------------------------ conversion
     def _load_ir(self, example: torch.Tensor):
@@ -182,7 +192,9 @@ class OpenVinoModel:
             return self._compiled[size]
         ir = self._load_ir(x[:1]).clone()
         ir.reshape([1, 3, *size])
-        config = {"INFERENCE_PRECISION_HINT": self.precision, "PERFORMANCE_HINT": "LATENCY"}
+        config = {"PERFORMANCE_HINT": "LATENCY"}
+        if self.precision is not None:
+            config["INFERENCE_PRECISION_HINT"] = self.precision
         if os.access(self.cache_dir, os.W_OK):
             config["CACHE_DIR"] = str(self.cache_dir / "compiled")  # compiled blobs: later runs start in ~1 s
         if self.threads:
