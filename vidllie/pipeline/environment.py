@@ -67,11 +67,14 @@ def library_versions() -> dict[str, str | None]:
 
 
 def _openvino_version() -> str | None:
+    # From the package metadata: importing openvino would load its native runtime and threads
+    # into every process that only reports versions.
+    from importlib.metadata import PackageNotFoundError, version
+
     try:
-        import openvino
-    except ImportError:
+        return version("openvino")
+    except PackageNotFoundError:
         return None
-    return openvino.__version__.split("-")[0]
 
 
 def _ffmpeg_version(av_module) -> str | None:
