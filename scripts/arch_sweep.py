@@ -169,26 +169,6 @@ def cmd_runtime(args) -> None:
         print("openvino: not installed (skipped)")
     except Exception as err:  # noqa: BLE001
         print(f"openvino: failed ({type(err).__name__}: {str(err).splitlines()[0][:200]})")
-    try:
-        import tempfile
-
-        from vidllie.pipeline.openvino_runtime import OpenVinoModel
-
-        cache = tempfile.mkdtemp(prefix="arch-sweep-openvino-")
-        with torch.inference_mode():
-            ref = model(x)
-        for hint in ("f32", "bf16"):
-            # What `--runtime openvino` does (`--precision bf16` for the bf16 hint); converted
-            # once, then compiled for this size (both outside the timing).
-            ov_model = OpenVinoModel(model, threads=n, precision=hint, cache_dir=cache)
-            t0 = time.perf_counter()
-            err = float((ov_model(xcl) - ref).abs().max())
-            print(f"openvino {hint}: conversion + compilation {time.perf_counter() - t0:.1f} s, max |diff| vs eager {err:.2e}")
-            fns[f"OpenVINO {hint}, {n} threads"] = (lambda m: lambda: m(xcl))(ov_model)
-    except ImportError:
-        print("openvino: not installed (skipped)")
-    except Exception as err:  # noqa: BLE001
-        print(f"openvino: failed ({type(err).__name__}: {str(err).splitlines()[0][:200]})")
     sec = _time_round_robin(fns, args.rounds)
     ref = next(iter(sec))
     print(f"\n{args.model}, model-only, {w}x{h}, batch {args.batch}, fp32, median of {args.rounds} round-robin rounds\n")
