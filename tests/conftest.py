@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -13,7 +15,9 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 # The suite's many small models run on the torch runtime (the reference); tests/test_openvino.py
 # checks the OpenVINO runtime against it and runs it end to end. Its cache stays out of ~/.cache.
 os.environ.setdefault("VIDLLIE_RUNTIME", "torch")
-os.environ.setdefault("VIDLLIE_CACHE", tempfile.mkdtemp(prefix="vidllie-test-cache-"))
+if "VIDLLIE_CACHE" not in os.environ:
+    os.environ["VIDLLIE_CACHE"] = tempfile.mkdtemp(prefix="vidllie-test-cache-")
+    atexit.register(shutil.rmtree, os.environ["VIDLLIE_CACHE"], True)  # converted models: ~10 MB each
 
 import torch  # noqa: E402
 

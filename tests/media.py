@@ -234,6 +234,12 @@ def with_subtitles(src: str | Path, dst: str | Path,
 
 
 # ---------------------------------------------------------------- probes (plain PyAV, no vidllie)
+def rgb_frames(path: str | Path) -> np.ndarray:
+    """Every video frame of ``path`` decoded to (N, H, W, 3) uint8 RGB."""
+    with av.open(str(path)) as c:
+        return np.stack([f.to_ndarray(format="rgb24") for f in c.decode(video=0)])
+
+
 def audio_packets(path: str | Path) -> list[list[bytes]]:
     """Payload of every audio packet, per audio stream in order."""
     with av.open(str(path)) as c:

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from media import audio_packets, make_clip, video_times
+from media import audio_packets, make_clip, rgb_frames, video_times
 from vidllie.cli import app
 from vidllie.errors import InputError, OutputError
 from vidllie.pipeline.enhancer import Enhancer, enhance_video
@@ -74,11 +74,6 @@ def assert_same_timing(out: list[float], audio_out: float, src: Path, tol: float
     assert len(out) == len(want)
     assert np.diff(out) == pytest.approx(np.diff(want), abs=tol)  # frame durations (VFR)
     assert out[0] - audio_out == pytest.approx(want[0] - audio_src, abs=tol)  # A/V sync
-
-
-def rgb_frames(path: Path) -> np.ndarray:
-    with av.open(str(path)) as c:
-        return np.stack([f.to_ndarray(format="rgb24") for f in c.decode(video=0)])
 
 
 def test_stdin_to_file(clips, micro_path, tmp_path):
