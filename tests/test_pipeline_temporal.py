@@ -15,6 +15,7 @@ from conftest import micro_config
 from vidllie.models import build_model
 from vidllie.pipeline.enhancer import Enhancer
 from vidllie.pipeline.scene import SceneCutDetector, luma_thumbnails
+from vidllie.ops import luma
 from vidllie.pipeline.temporal import TemporalSmoother
 from vidllie.models.dino import dino_grid
 from vidllie.pipeline.feathered_tiles import crop_dino_maps, feather_ramp, feathered_forward, tile_spans
@@ -309,3 +310,43 @@ def test_limiter_follows_a_light_switched_on_within_a_few_frames():
 def test_limiter_needs_matching_source_frames():
     with pytest.raises(ValueError, match="source"):
         TemporalSmoother(0.8)(torch.rand(3, 3, 8, 8), source=torch.rand(2, 3, 8, 8))
+
+
+def test_held_up_brightness_does_not_blow_a_bright_surface():
+    """The dashcam case (docs/benchmarks.md): a headlit surface enters the frame, the model lowers
+    its exposure, the smoother holds the brightness up for a while. Its gain must not turn the
+    surface (just below white in the model's output) white, and it must still lift the rest."""
+    base = torch.from_numpy(0.3 * scene()).permute(2, 0, 1).float()[None]
+    lit = 0.6 * base.clone()  # the model's darker exposure once the surface is there ...
+    lit[..., 60:76, 100:124] = 0.93  # ... and the surface itself (4 % of the frame), unclipped
+    enhanced = torch.cat([base] * 8 + [lit] * 6)
+    source = torch.cat([base] * 14) / 5  # the camera: the rest of the scene as before ...
+    source[8:, :, 60:76, 100:124] = 0.93 / 5  # ... and the surface
+    for with_source in (False, True):
+        out = TemporalSmoother(0.8)(enhanced, source=source if with_source else None)
+        held = out[8:12]
+        assert float(held[..., :40, :60].mean()) > 1.1 * float(lit[..., :40, :60].mean())  # held up
+        surface = luma(held[..., 60:76, 100:124])
+        assert float(surface.max()) < 250 / 255, float(surface.max())  # not blown
+        if not with_source:  # (the limiter may scale the whole frame down: the surface raised its mean)
+            assert float(surface[..., 4:-4, 4:-4].min()) >= 0.93  # not darkened (inside: the edges blend)
+    # the plain gain it replaced would have blown it
+    assert float((lit * 1.2).clamp(0, 1)[..., 60:76, 100:124].min()) == 1.0
+
+
+def test_apply_gain_keeps_colour_and_never_clips():
+    from vidllie.ops import apply_gain
+
+    x = torch.rand(2, 3, 16, 16) * 0.98
+    for g in (1.1, 1.5, 3.0):
+        y = apply_gain(x, torch.tensor([g, g]))
+        assert float(y.max()) < 1.0 and float(y.amax(1).min()) >= float(x.amax(1).min())
+        ratio = y / x.clamp(min=1e-6)
+        assert torch.allclose(ratio, ratio[:, :1].expand_as(ratio), atol=1e-4)  # one factor per pixel: hue kept
+        dark = x.amax(1, keepdim=True) * g <= 0.5  # below the knee: the whole gain
+        assert torch.allclose(y[dark.expand_as(y)], (x * g)[dark.expand_as(y)], atol=1e-6)
+        assert (torch.diff(apply_gain(torch.linspace(0, 1, 101).view(1, 1, 1, -1).expand(1, 3, 1, 101),
+                                      torch.tensor([g]))[0, 0, 0]) > 0).all()  # monotone
+    assert torch.equal(apply_gain(x, torch.tensor([0.5, 1.0])), (x * torch.tensor([0.5, 1.0]).view(2, 1, 1, 1)))
+    with pytest.raises(ValueError, match="knee"):
+        apply_gain(x, torch.tensor([2.0, 2.0]), knee=1.0)

@@ -2,6 +2,7 @@
 
 from vidllie.ops.color import (
     BT709_LUMA,
+    apply_gain,
     check_image,
     from_uint8_image,
     linear_to_srgb,
@@ -15,6 +16,7 @@ from vidllie.ops.grey import is_grey, keep_grey, to_grey
 
 __all__ = [
     "BT709_LUMA",
+    "apply_gain",
     "check_image",
     "from_uint8_image",
     "is_grey",

@@ -66,6 +66,35 @@ def mean_luma(x: torch.Tensor) -> torch.Tensor:
     return luma(x).mean(dim=(1, 2, 3))
 
 
+def apply_gain(x: torch.Tensor, gain: torch.Tensor, knee: float = 0.5) -> torch.Tensor:
+    """Brightness gain per image that never clips: (B, 3, H, W) in [0, 1], gain (B,) -> (B, 3, H, W).
+
+    Gains <= 1 multiply. With a gain g > 1 each pixel is scaled by one factor (its colour ratios
+    are kept) that takes its largest channel m to ``g m`` up to ``knee`` and then rolls off
+    smoothly (same slope at the knee) to reach 1 only at m = 1: a pixel below 1 stays below 1. A
+    plain ``(x * g).clamp(0, 1)`` turns a bright but unclipped surface white.
+
+    Example:
+        >>> x = torch.tensor([0.0, 0.1, 0.2, 0.5, 0.95, 1.0]).view(1, 1, 1, 6).expand(1, 3, 1, 6)
+        >>> [round(v, 3) for v in apply_gain(x, torch.tensor([2.0]))[0, 0, 0].tolist()]
+        [0.0, 0.2, 0.4, 0.8, 0.988, 1.0]
+    """
+    check_image(x)
+    if not 0.0 <= knee < 1.0:
+        raise ValueError(f"knee must be in [0, 1), got {knee}")
+    gain = gain.to(x.dtype).view(-1, 1, 1, 1)
+    up = gain.clamp(min=1.0)
+    peak = x.amax(dim=1, keepdim=True).clamp(0.0, 1.0)  # (B, 1, H, W)
+    start = knee / up  # the input level that reaches the knee
+    u = ((peak - start) / (1.0 - start)).clamp(min=0.0)  # 0 at the knee ... 1 at white
+    slope = (up - knee) / (1.0 - knee)  # keeps the curve's slope g at the knee
+    top = knee + (1.0 - knee) * slope * u / (1.0 + (slope - 1.0) * u)
+    mapped = torch.where(peak <= start, up * peak, top)
+    factor = torch.where(gain > 1.0, mapped / peak.clamp(min=1e-6), gain)
+    factor = torch.where(peak > 0, factor, gain)
+    return (x * factor).clamp(0.0, 1.0)
+
+
 def quantize(x: torch.Tensor, bits: int = 8) -> torch.Tensor:
     """Round values in [0, 1] to ``2**bits`` levels (what an 8-bit file stores).
 

@@ -39,7 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vidllie.ops import luma, mean_luma
+from vidllie.ops import apply_gain, luma, mean_luma
 
 # Grid on which the brightness ratio is measured (cells along the long side).
 _GRID = 32
@@ -183,7 +183,9 @@ class TemporalSmoother(nn.Module):
                 jump = (self._run.abs() >= self.persist).float()
                 follow = rate + (1.0 - rate) * jump
                 gain = torch.exp(-(1.0 - follow) * ratio)
-                frame = (frame * gain.view(-1, 1, 1, 1)).clamp(0.0, 1.0)
+                # Raising brightness must not blow what the model left unclipped (a headlit
+                # surface while the exposure is held up from darker frames): no plain clamp.
+                frame = apply_gain(frame, gain)
                 still = motion_weight(frame, prev, 1.0, sigma=self.sigma, low=self.low, high=self.high,
                                       previous_luma=self._previous_luma)
                 # Running mean over the frames a pixel has been static; motion restarts it.
@@ -214,9 +216,10 @@ class TemporalSmoother(nn.Module):
             limited = torch.minimum(torch.maximum(change, -bound), bound)
             if jump is not None:
                 limited = torch.lerp(limited, change, jump)
-            # A gain, not an offset: blacks stay black. Bounded so that a black frame cannot blow up.
+            # A gain, not an offset: blacks stay black. Bounded so that a black frame cannot blow up;
+            # above 1 it rolls off towards white instead of clipping (apply_gain).
             gain = ((self._mean + limited) / mean.clamp(min=1e-4)).clamp(0.25, 4.0)
-            frame = (frame * gain.view(1, 1, 1, 1)).clamp(0.0, 1.0)
+            frame = apply_gain(frame, gain)
         # The output's mean luma (after clipping and the gain's bounds) is set by forward, which
         # computes the frame's luma map anyway.
         self._source_mean = source_mean
