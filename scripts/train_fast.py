@@ -1,6 +1,6 @@
 """Train, export and check the next default model (issue 11): `fast` on night-light data.
 
-    python scripts/train_fast.py train --stage N [--resume]  # N = 1, 2, 3: configs/train/fast.yaml, fast-detail.yaml, fast-stage3.yaml
+    python scripts/train_fast.py train --stage N [--resume]  # N = 1-4: configs/train/fast.yaml, fast-detail.yaml, fast-stage3.yaml, fast-stage4.yaml
     python scripts/train_fast.py pairs                 # held-out pairs: runs/heldout (global) and runs/heldout-nightlight
     python scripts/train_fast.py export [--out F]      # the last stage's final EMA -> vidllie/weights/fast.safetensors
     python scripts/train_fast.py evaluate [--model M] [--no-reference]  # both held-out splits, M (default: the export) and `quality`
@@ -27,7 +27,7 @@ from vidllie.train.config import load_train_config
 
 REPO = Path(__file__).resolve().parents[1]
 STAGES = {1: REPO / "configs" / "train" / "fast.yaml", 2: REPO / "configs" / "train" / "fast-detail.yaml",
-          3: REPO / "configs" / "train" / "fast-stage3.yaml"}
+          3: REPO / "configs" / "train" / "fast-stage3.yaml", 4: REPO / "configs" / "train" / "fast-stage4.yaml"}
 FINAL = STAGES[max(STAGES)]
 WEIGHTS = REPO / "vidllie" / "weights" / "fast.safetensors"
 # ../shared beside the repo (VIDLLIE_SHARED elsewhere, e.g. from a git worktree)

@@ -25,14 +25,17 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _randomize_affine(model) -> None:
-    """The affine head and the detail branch are zero-initialised (identity); give them weights
-    that matter."""
+    """The affine head, the detail branch and the global context are zero-initialised (identity);
+    give them weights that matter."""
     g = torch.Generator().manual_seed(1)
     with torch.no_grad():
         for p in model.restormer.affine.parameters():
             p.copy_(torch.randn(p.shape, generator=g) * 0.05)
         if model.restormer.detail is not None:
             for p in model.restormer.detail.out.parameters():
+                p.copy_(torch.randn(p.shape, generator=g) * 0.05)
+        if model.restormer.global_context is not None:
+            for p in model.restormer.global_context.fc2.parameters():
                 p.copy_(torch.randn(p.shape, generator=g) * 0.05)
 
 
@@ -231,9 +234,9 @@ def test_fast_training_config_is_valid():
     assert base.data.degradation.light_prob > 0 and base.data.degradation.mono_prob > 0
     size = build_model("fast").size_multiple
     assert base.data.crop % size == 0  # no padding inside
-    # Stage 2: the fast network from stage 1's weights, the same data with less night light.
+    # Stage 2: the network with the detail branch from stage 1's weights, the same data with less night light.
     detail = load_train_config(folder / "fast-detail.yaml")
-    assert detail.model == "fast" and detail.init_from == f"{base.output_dir}/final_ema.safetensors"
+    assert detail.model == "fast-detail" and detail.init_from == f"{base.output_dir}/final_ema.safetensors"
     assert detail.data.crop % size == 0 and detail.data.images == base.data.images
     assert 0 < detail.data.degradation.light_prob < base.data.degradation.light_prob
     assert detail.data.degradation.chroma_bias_hue_prob > 0 and base.data.degradation.chroma_bias_hue_prob == 0
@@ -243,19 +246,25 @@ def test_fast_training_config_is_valid():
     assert dataclasses.replace(detail.data.degradation, **same) == base.data.degradation
     # Stage 3: the same network from stage 2's weights, more global exposure, zero-mean shadow tints.
     stage3 = load_train_config(folder / "fast-stage3.yaml")
-    assert stage3.model == "fast" and stage3.init_from == f"{detail.output_dir}/final_ema.safetensors"
+    assert stage3.model == "fast-detail" and stage3.init_from == f"{detail.output_dir}/final_ema.safetensors"
     assert stage3.output_dir not in (base.output_dir, detail.output_dir)
     d3 = stage3.data.degradation
     assert 0 < d3.light_prob < detail.data.degradation.light_prob and 0 < d3.mono_prob
     assert d3.chroma_bias_hue_prob == 1.0 and d3.ambient_tint[0] < 0 < d3.ambient_tint[1]
     same = dict(light_prob=d3.light_prob, mono_prob=d3.mono_prob, chroma_bias_hue_prob=1.0, ambient_tint=d3.ambient_tint)
     assert dataclasses.replace(detail.data.degradation, **same) == d3
+    # Stage 4: the fast network (+ global context) from stage 3's weights, stage 3's data.
+    stage4 = load_train_config(folder / "fast-stage4.yaml")
+    assert stage4.model == "fast" and stage4.init_from == f"{stage3.output_dir}/final_ema.safetensors"
+    assert stage4.output_dir not in (base.output_dir, detail.output_dir, stage3.output_dir)
+    assert stage4.data == stage3.data and stage4.loss == stage3.loss
+    assert variant_config("fast").restormer == dataclasses.replace(variant_config("fast-detail").restormer, global_context=64)
 
 
 def test_detail_branch_starts_at_zero_and_then_corrects_per_pixel():
     torch.manual_seed(0)
     base = build_model("fast-base").eval()
-    fast = build_model("fast").eval()
+    fast = build_model("fast-detail").eval()
     assert base.restormer.detail is None and fast.restormer.detail is not None
     _randomize_affine(base)
     fresh = init_partially(fast, base, "base")
@@ -271,6 +280,31 @@ def test_detail_branch_starts_at_zero_and_then_corrects_per_pixel():
     # It costs MACs at 1/2 resolution only, and memory in the planner's estimate.
     assert model_macs(fast.config, 360, 640) - model_macs(base.config, 360, 640) < 0.55e9
     assert fast.activation_bytes_per_pixel(4) > base.activation_bytes_per_pixel(4)
+
+
+def test_global_context_starts_at_zero_and_then_sees_the_whole_frame():
+    torch.manual_seed(0)
+    source = build_model("fast-detail").eval()
+    _randomize_affine(source)
+    fast = build_model("fast").eval()
+    fresh = init_partially(fast, source, "fast-detail")
+    assert fresh and all(k.startswith("restormer.global_context.") for k in fresh)
+    x = torch.rand(1, 3, 128, 256) * 0.2
+    far = x.clone()
+    far[..., 64:] *= 3  # brighter lower half: far outside the receptive field of the top-left corner
+    with torch.inference_mode():
+        assert torch.equal(fast(x), source(x))  # a started network computes exactly its source
+        _randomize_affine(fast)
+        # The brighter lower half changes the top-left 8x8 block through the branch too (MDTA's
+        # channel attention already mixes frame-wide statistics into every pixel, more weakly).
+        through_branch = (fast(far) - fast(x)) - (source(far) - source(x))
+        branch = fast.restormer.global_context
+        features, image = torch.rand(2, 192, 2, 4), torch.rand(2, 3, 128, 256)
+        offsets, darker = branch(features, image), branch(features, image * 0.1)
+    assert through_branch[..., :8, :8].abs().max() > 1e-3
+    assert offsets.shape == (2, 192, 1, 1) and (offsets - darker).abs().max() > 1e-3  # it reads the exposure
+    # Almost free: under 1 % of the network's MACs at 640x360.
+    assert model_macs(variant_config("fast"), 360, 640) < 1.01 * model_macs(variant_config("fast-detail"), 360, 640)
 
 
 def test_init_from_accepts_only_parts_that_start_as_the_identity(dinov3_dir):

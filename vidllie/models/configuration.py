@@ -45,12 +45,20 @@ class RestormerConfig:
     # resolution what it cannot have: per-pixel denoising and detail. Zero-initialised, so a network
     # trained without it starts unchanged when it is added. 0: none.
     detail_channels: int = 0
+    # >0 adds a global context branch of this many hidden units after the latent stage: the mean and
+    # standard deviation of the latent map over the whole frame, and the log mean of each input
+    # colour channel, go through a 2-layer MLP whose output is added to every latent pixel (the
+    # global path of HDRNet). The body's attention is across channels, so the frame-wide exposure
+    # and colour of the scene reach each pixel only indirectly without it; a 1/8-resolution body
+    # misjudged global exposure more often than the full-resolution network. Zero-initialised like
+    # the detail branch. 0: none.
+    global_context: int = 0
 
     def __post_init__(self) -> None:
         if self.pixel_unshuffle < 1:
             raise ValueError("pixel_unshuffle must be >= 1")
-        if self.detail_channels < 0:
-            raise ValueError("detail_channels must be >= 0")
+        if self.detail_channels < 0 or self.global_context < 0:
+            raise ValueError("detail_channels and global_context must be >= 0")
         if self.output_head not in ("residual", "affine"):
             raise ValueError(f"output_head must be residual or affine, not {self.output_head!r}")
         if self.output_head == "affine" and not self.in_channels == self.out_channels == 3:

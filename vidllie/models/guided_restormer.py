@@ -47,6 +47,8 @@ class GuidedRestormer(nn.Module):
         prefixes = ["guidance."] if self.guidance is not None else []
         if self.restormer.detail is not None:
             prefixes.append("restormer.detail.")
+        if self.restormer.global_context is not None:
+            prefixes.append("restormer.global_context.")
         return tuple(prefixes)
 
     @property

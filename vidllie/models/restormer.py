@@ -208,6 +208,37 @@ class HalfResolutionDetail(nn.Module):
         return F.pixel_shuffle(self.out(h), 2)  # (B, C, H, W)
 
 
+class GlobalContext(nn.Module):
+    """Frame-wide context for every pixel of a feature map (HDRNet's global path).
+
+    Per channel mean and standard deviation of ``features`` over the whole map, and ``log(mean + 1e-3)``
+    of each image channel, feed a 2-layer MLP; its output is a per-channel offset added to every
+    pixel. The last layer starts at zero: a fresh branch adds nothing.
+
+    Example:
+        >>> branch = GlobalContext(feature_channels=192, image_channels=3, hidden=64)
+        >>> branch(torch.rand(2, 192, 5, 8), torch.rand(2, 3, 320, 512)).shape
+        torch.Size([2, 192, 1, 1])
+    """
+
+    def __init__(self, feature_channels: int, image_channels: int, hidden: int) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(2 * feature_channels + image_channels, hidden)
+        self.fc2 = nn.Linear(hidden, feature_channels)
+        nn.init.zeros_(self.fc2.weight)
+        nn.init.zeros_(self.fc2.bias)
+
+    def forward(self, features: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
+        """features (B, F, h, w), image (B, C, H, W) -> offset (B, F, 1, 1)."""
+        # Statistics in float32: a bf16 std over thousands of pixels loses most of its digits.
+        f = features.float()
+        mean = f.mean(dim=(2, 3))  # (B, F)
+        std = (f - mean[..., None, None]).square().mean(dim=(2, 3)).add(1e-6).sqrt()  # (B, F)
+        light = torch.log(image.float().mean(dim=(2, 3)).clamp(min=0) + 1e-3)  # (B, C)
+        offset = self.fc2(F.gelu(self.fc1(torch.cat([mean, std, light], dim=1))))  # (B, F)
+        return offset.to(features.dtype)[..., None, None]
+
+
 def pad_to_multiple(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tuple[int, int]]:
     """Pad H and W at the bottom/right up to a multiple; reflect where the frame allows it."""
     h, w = x.shape[-2:]
@@ -254,6 +285,9 @@ class Restormer(nn.Module):
         self.detail = (
             HalfResolutionDetail(config.out_channels, d * 2, config.detail_channels) if config.detail_channels else None
         )
+        self.global_context = (
+            GlobalContext(d * 8, config.in_channels, config.global_context) if config.global_context else None
+        )
 
     def forward(
         self, x: torch.Tensor, level_hook: LevelHook | None = None, run_stage: StageRunner | None = None
@@ -281,6 +315,9 @@ class Restormer(nn.Module):
         enc2 = hook("enc2", run(self.encoder_level2, self.down1_2(enc1)))  # (B, 2d, H/2, W/2)
         enc3 = hook("enc3", run(self.encoder_level3, self.down2_3(enc2)))  # (B, 4d, H/4, W/4)
         latent = hook("latent", run(self.latent, self.down3_4(enc3)))  # (B, 8d, H/8, W/8)
+        if self.global_context is not None:
+            # On the whole latent map (after any chunked stage), so chunked runs stay exact.
+            latent = latent + self.global_context(latent, x)
 
         # Skips are released as soon as they are used (what lets a chunked run stay small).
         dec3 = self.reduce_chan_level3(torch.cat([self.up4_3(latent), enc3], dim=1))
