@@ -83,16 +83,22 @@ def apply_gain(x: torch.Tensor, gain: torch.Tensor, knee: float = 0.5) -> torch.
     if not 0.0 <= knee < 1.0:
         raise ValueError(f"knee must be in [0, 1), got {knee}")
     gain = gain.to(x.dtype).view(-1, 1, 1, 1)
+    if x.device.type == "cpu" and bool((gain <= 1.0).all()):
+        # Nothing can clip: the plain product (on a CPU the check costs no device sync).
+        return x * gain
     up = gain.clamp(min=1.0)
-    peak = x.amax(dim=1, keepdim=True).clamp(0.0, 1.0)  # (B, 1, H, W)
     start = knee / up  # the input level that reaches the knee
-    u = ((peak - start) / (1.0 - start)).clamp(min=0.0)  # 0 at the knee ... 1 at white
     slope = (up - knee) / (1.0 - knee)  # keeps the curve's slope g at the knee
-    top = knee + (1.0 - knee) * slope * u / (1.0 + (slope - 1.0) * u)
-    mapped = torch.where(peak <= start, up * peak, top)
-    factor = torch.where(gain > 1.0, mapped / peak.clamp(min=1e-6), gain)
-    factor = torch.where(peak > 0, factor, gain)
-    return (x * factor).clamp(0.0, 1.0)
+    # The largest channel; three slices are ~2x faster than amax on a channels-last frame.
+    peak = torch.maximum(torch.maximum(x[:, 0:1], x[:, 1:2]), x[:, 2:3])  # (B, 1, H, W)
+    u = ((peak - start) / (1.0 - start)).clamp_(min=0.0)  # 0 up to the knee ... 1 at white
+    top = knee + (1.0 - knee) * slope * u / (1.0 + (slope - 1.0) * u)  # knee below it
+    # Below the knee top / peak >= g (top = knee there), above it the concave curve stays under
+    # g * peak: the minimum picks the right branch. Gains < 1 (up = 1, top = peak) just multiply.
+    factor = torch.minimum(up, top / peak.clamp(min=1e-6)) * (gain / up)
+    # peak * factor <= 1 by construction; the in-place clamp only removes rounding (and costs a
+    # fraction of an out-of-place one on a channels-last frame).
+    return (x * factor).clamp_(0.0, 1.0)
 
 
 def quantize(x: torch.Tensor, bits: int = 8) -> torch.Tensor:
