@@ -1,10 +1,11 @@
 """Train, export and check the next default model (issue 11): `fast` on night-light data.
 
-    python scripts/train_fast.py train --stage N [--resume]  # N = 1-4: configs/train/fast.yaml, fast-detail.yaml, fast-stage3.yaml, fast-stage4.yaml
+    python scripts/train_fast.py train --stage N [--resume]  # N = 1-5: configs/train/fast.yaml, fast-detail.yaml, fast-stage3.yaml ... fast-stage5.yaml
     python scripts/train_fast.py pairs                 # held-out pairs: runs/heldout (global) and runs/heldout-nightlight
     python scripts/train_fast.py export [--out F]      # the last stage's final EMA -> vidllie/weights/fast.safetensors
     python scripts/train_fast.py evaluate [--model M] [--no-reference]  # both held-out splits, M (default: the export) and `quality`
     python scripts/train_fast.py realclip [--model M]  # ../shared/media/night_dashcam.mp4 through the whole pipeline: issue 11's bars
+    python scripts/train_fast.py greys [--model M ...]   # flat and textured greys at 3-60 codes: the colour each model gives them
     python scripts/train_fast.py smoke [--steps 30]    # a short run on small crops: s/step, loss, exact resume
 
 Making it the default is then one line: ``BUNDLED_MODELS["default"] = "fast.safetensors"`` in
@@ -27,7 +28,8 @@ from vidllie.train.config import load_train_config
 
 REPO = Path(__file__).resolve().parents[1]
 STAGES = {1: REPO / "configs" / "train" / "fast.yaml", 2: REPO / "configs" / "train" / "fast-detail.yaml",
-          3: REPO / "configs" / "train" / "fast-stage3.yaml", 4: REPO / "configs" / "train" / "fast-stage4.yaml"}
+          3: REPO / "configs" / "train" / "fast-stage3.yaml", 4: REPO / "configs" / "train" / "fast-stage4.yaml",
+          5: REPO / "configs" / "train" / "fast-stage5.yaml"}
 FINAL = STAGES[max(STAGES)]
 WEIGHTS = REPO / "vidllie" / "weights" / "fast.safetensors"
 # ../shared beside the repo (VIDLLIE_SHARED elsewhere, e.g. from a git worktree)
@@ -170,6 +172,48 @@ def cmd_realclip(args) -> int:
     return 0
 
 
+GREY_LEVELS = (3, 6, 12, 30, 60)  # 8-bit codes: the dashcam's shadows sit at 2-5
+
+
+def grey_probe(model, level: float, texture: float, seed: int = 0) -> torch.Tensor:
+    """Mean output RGB (0-255) of ``model`` on a 320x192 grey frame at ``level`` codes: flat
+    (``texture`` 0) or with luma-only texture of that relative size and 1 code of noise per
+    channel (seeded), 8-bit quantised like a decoded video. A neutral model keeps it grey."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.full((1, 3, 192, 320), level / 255)
+    if texture:
+        x = x * (1 + texture * torch.randn(1, 1, 192, 320, generator=g).clamp(-2, 2))
+        x = x + torch.randn(1, 3, 192, 320, generator=g) / 255
+    x = (x.clamp(0, 1) * 255).round() / 255
+    with torch.no_grad():
+        return model(x).clamp(0, 1).mean(dim=(0, 2, 3)) * 255
+
+
+def cmd_greys(args) -> int:
+    """Grey frames at 3-60 codes through each model (torch, fp32): the colour its prior gives
+    areas whose chroma the input does not show. Reports RGB and CIELAB a*, b* (grey: 0, 0)."""
+    import kornia
+
+    from vidllie.models import load_model
+
+    torch.set_num_threads(2)
+    report = {}
+    for name in args.model or [str(WEIGHTS), "quality"]:
+        model = load_model(name).eval()
+        rows = {}
+        for level in GREY_LEVELS:
+            for kind, texture in (("flat", 0.0), ("textured", 0.3)):
+                rgb = grey_probe(model, level, texture)
+                lab = kornia.color.rgb_to_lab((rgb / 255).view(1, 3, 1, 1)).flatten()
+                rows[f"{level} {kind}"] = {"rgb": [round(float(v), 1) for v in rgb],
+                                           "a": round(float(lab[1]), 2), "b": round(float(lab[2]), 2)}
+        chroma = [(r["a"] ** 2 + r["b"] ** 2) ** 0.5 for r in rows.values()]
+        rows["mean |a*b*|"] = round(sum(chroma) / len(chroma), 2)
+        report[name] = rows
+    print(json.dumps(report, indent=1))
+    return 0
+
+
 def cmd_smoke(args) -> int:
     """Each stage for a few steps on small crops, interrupted halfway and resumed: prints s/step and
     the loss at the start and the end; fails unless the resumed run equals the straight one."""
@@ -230,13 +274,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", default=None, help="checkpoint or bundled name (default: the exported weights)")
     p.add_argument("--end", type=float, default=None, help="stop after this many seconds of the clip")
     p.add_argument("--frames", type=int, nargs="*", default=[300], help="frames saved as PNG (before/after)")
+    p = sub.add_parser("greys")
+    p.add_argument("--model", nargs="*", default=None, help="models (default: the exported weights and `quality`)")
     p = sub.add_parser("smoke")
     p.add_argument("--steps", type=int, default=30)
     p.add_argument("--crop", type=int, default=None, help="crop size (default: each stage's own)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: each stage's own)")
     args = ap.parse_args(argv)
     return {"train": cmd_train, "pairs": cmd_pairs, "export": cmd_export, "evaluate": cmd_evaluate,
-            "realclip": cmd_realclip, "smoke": cmd_smoke}[args.cmd](args)
+            "realclip": cmd_realclip, "greys": cmd_greys, "smoke": cmd_smoke}[args.cmd](args)
 
 
 if __name__ == "__main__":

@@ -259,6 +259,15 @@ def test_fast_training_config_is_valid():
     assert stage4.output_dir not in (base.output_dir, detail.output_dir, stage3.output_dir)
     assert stage4.data == stage3.data and stage4.loss == stage3.loss
     assert variant_config("fast").restormer == dataclasses.replace(variant_config("fast-detail").restormer, global_context=64)
+    # Stage 5: the same network from stage 4's weights, stage 4's data with symmetric colour priors.
+    stage5 = load_train_config(folder / "fast-stage5.yaml")
+    assert stage5.model == "fast" and stage5.init_from == f"{stage4.output_dir}/final_ema.safetensors"
+    assert stage5.output_dir not in (base.output_dir, detail.output_dir, stage3.output_dir, stage4.output_dir)
+    d5 = stage5.data.degradation
+    assert d5.cast_mirror_prob == 0.5 and d5.scene_hue_prob == 0.5
+    assert dataclasses.replace(d5, cast_mirror_prob=0.0, scene_hue_prob=0.0) == stage4.data.degradation
+    assert dataclasses.replace(stage5.data, degradation=stage4.data.degradation) == stage4.data
+    assert stage5.loss == stage4.loss
 
 
 def test_detail_branch_starts_at_zero_and_then_corrects_per_pixel():

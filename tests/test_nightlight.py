@@ -345,3 +345,95 @@ def test_ambient_tint_makes_the_mean_shadow_tint_neutral():
     for f in dataclasses.fields(lay_p):
         if f.name != "ambient_rgb":
             assert torch.equal(getattr(lay_p, f.name), getattr(lay_t, f.name)), f.name
+
+
+# ------------------------------------------------------------------- symmetric colour priors (stage 5)
+def test_mirrored_casts_make_the_cast_prior_symmetric_about_grey():
+    """Street-light casts are warm; with ``cast_mirror_prob`` 0.5 half of them are the complement,
+    so the mean log chroma of the gains is ~0. Mirrored gains are the reciprocal of the unmirrored
+    draw (same seed, same draws before), luma-normalised; every earlier draw is unchanged."""
+    import dataclasses
+
+    from vidllie.train.config import load_train_config
+
+    def log_chroma(cfg, seed=7, n=20000):
+        p = sample_degradation(n, torch.Generator().manual_seed(seed), cfg)
+        lg = p.gains.double().log()
+        return p, torch.stack([lg[:, 0] - lg[:, 1], lg[:, 2] - lg[:, 1]], dim=1)  # log R/G, log B/G
+
+    cast = dict(cast_prob=1.0)
+    _, warm = log_chroma(DegradeConfig(**cast))
+    assert warm[:, 0].mean() > 0.05 and warm[:, 1].mean() < -0.08 and not (warm[:, 1] > 0.2).any()  # one-sided: red up, blue down
+    stage5 = load_train_config(Path(__file__).resolve().parents[1] / "configs" / "train" / "fast-stage5.yaml")
+    assert stage5.data.degradation.cast_mirror_prob == 0.5
+    _, both = log_chroma(DegradeConfig(**cast, cast_mirror_prob=0.5))
+    assert both[:, 0].mean().abs() < 0.005 and both[:, 1].mean().abs() < 0.005
+    assert (both[:, 1] > 0.2).float().mean() > 0.05  # and real blue casts among them
+    p0, _ = log_chroma(DegradeConfig(**cast), n=64)
+    p1, _ = log_chroma(DegradeConfig(**cast, cast_mirror_prob=1.0), n=64)
+    luma_w = torch.tensor([0.2126, 0.7152, 0.0722])
+    recip = 1.0 / p0.gains.double()
+    recip = recip / (recip * luma_w.double()).sum(1, keepdim=True)
+    assert torch.allclose(p1.gains.double(), recip, atol=1e-6)
+    assert torch.allclose((p1.gains * luma_w).sum(1), torch.ones(64), atol=1e-5)  # exposure kept
+    for f in dataclasses.fields(p0):
+        if f.name not in ("gains", "light", "scene_hue"):
+            a, b = getattr(p0, f.name), getattr(p1, f.name)
+            assert (a is None and b is None) or torch.equal(a, b), f.name
+
+
+def test_turn_hue_keeps_grey_and_lightness_and_turns_back():
+    import kornia
+
+    from vidllie.train.degrade import turn_hue
+
+    g = torch.Generator().manual_seed(0)
+    grey = torch.rand(3, 1, 8, 8, generator=g).expand(3, 3, 8, 8) * 0.9 + 0.05
+    angle = torch.tensor([0.5, 2.0, -3.0])
+    out = turn_hue(grey, angle)
+    assert (out - grey).abs().max() < 1e-4  # greys stay grey
+    # muted colours (inside the gamut after any turn): L* kept, chroma length kept, the turn undone
+    x = (0.5 + 0.12 * (torch.rand(3, 3, 8, 8, generator=g) - 0.5))
+    lab, lab_t = kornia.color.rgb_to_lab(x), kornia.color.rgb_to_lab(turn_hue(x, angle))
+    assert (lab[:, 0] - lab_t[:, 0]).abs().max() < 0.05
+    assert (lab[:, 1:].norm(dim=1) - lab_t[:, 1:].norm(dim=1)).abs().max() < 0.05
+    turned_a = torch.atan2(lab_t[:, 2], lab_t[:, 1]) - torch.atan2(lab[:, 2], lab[:, 1])
+    err = torch.remainder(turned_a - angle.view(-1, 1, 1) + torch.pi, 2 * torch.pi) - torch.pi
+    assert err.abs().max() < 0.02
+    assert (turn_hue(turn_hue(x, angle), -angle) - x).abs().max() < 1e-3
+    assert torch.equal(turn_hue(x, torch.zeros(3)).sub(x).abs().max() < 1e-4, torch.tensor(True))
+
+
+def test_scene_hue_turns_input_and_target_alike_and_leaves_the_rest_bit_identical():
+    """A turned scene is what the camera sees and what the target shows: a reddish scene turned
+    half way round is blue-green in both. Samples drawn with angle 0, and the noise of all, are
+    exactly what they are without the option."""
+    import dataclasses
+
+    from vidllie.train.degrade import turn_hue
+
+    x = torch.stack([torch.tensor([0.7, 0.3, 0.25]).view(3, 1, 1).expand(3, 32, 32)] * 4)
+    cfg = DegradeConfig(**{**QUIET, "exposure": (0.25, 0.25), "scene_hue_prob": 0.5})
+    for seed in range(20):
+        params = sample_degradation(4, torch.Generator().manual_seed(seed), cfg)
+        if (params.scene_hue != 0).any() and (params.scene_hue == 0).any():
+            break
+    assert "scene_hue" in params.to_dict()
+    params.scene_hue[params.scene_hue != 0] = torch.pi
+    low, target = degrade_pair(x, params, torch.Generator().manual_seed(1))
+    turned = params.scene_hue != 0
+    assert torch.allclose(target[turned], turn_hue(x[turned], params.scene_hue[turned]))
+    for img in (target[turned], low[turned]):
+        m = img.mean(dim=(2, 3))
+        assert (m[:, 2] > m[:, 0]).all() and (m[:, 1] > m[:, 0]).all()  # red's opposite
+    assert torch.equal(target[~turned], x[~turned])
+    plain = dataclasses.replace(params, scene_hue=None)
+    unturned = dataclasses.replace(params, scene_hue=torch.zeros(4))
+    assert torch.equal(degrade(x, unturned, torch.Generator().manual_seed(1)), degrade(x, plain, torch.Generator().manual_seed(1)))
+    assert night_target(x, plain) is x and night_target(x, unturned) is x
+    # clips: one angle per clip, every frame turned alike
+    clip = x[:2, None].expand(-1, 3, -1, -1, -1).contiguous()
+    cp = sample_degradation(2, torch.Generator().manual_seed(0), DegradeConfig(**{**QUIET, "scene_hue_prob": 1.0}))
+    t = night_target(clip, cp)
+    assert t.shape == clip.shape and torch.allclose(t[:, 0], t[:, 2])
+    assert torch.allclose(t[:, 0], turn_hue(x[:2], cp.scene_hue))

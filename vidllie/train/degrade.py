@@ -3,9 +3,12 @@
 Pure tensor functions; every random draw comes from an explicit ``torch.Generator``. The chain
 (per sample, in this order):
 
+0. Optionally (``scene_hue_prob``) the scene's colours turned by a random hue angle, in input and
+   target alike: the photos' colour prior made symmetric about grey.
 1. sRGB -> linear light (kornia).
 2. Illuminant cast in linear light: per-channel gains towards a street-light spectrum (sodium
-   ~2000 K, warm LED ~3000 K, cool LED ~5000 K), luma-normalised so it does not change exposure.
+   ~2000 K, warm LED ~3000 K, cool LED ~5000 K) or, with ``cast_mirror_prob``, its complement;
+   luma-normalised so it does not change exposure.
 3. Exposure scaled down by a log-uniform factor (default 1/80 ... 1/3).
 4. Optional optical blur (Gaussian defocus or linear motion), in linear light before the noise.
 5. Sensor noise in linear light: Poisson shot noise with ``photons`` photo-electrons at full scale
@@ -72,7 +75,7 @@ from vidllie.train.night_light import (
 __all__ = [
     "CORE_LEVEL", "ILLUMINANTS", "LIGHT_SOURCES", "DegradeConfig", "DegradeParams", "LightLayout",
     "add_sensor_noise", "degrade", "degrade_pair", "emitter_maps", "illumination_map", "kelvin_to_rgb",
-    "night_target", "sample_degradation", "sample_light_layout", "synthesize_low_light", "tint_green",
+    "night_target", "sample_degradation", "sample_light_layout", "synthesize_low_light", "tint_green", "turn_hue",
 ]
 
 # Linear-light RGB of street-light illuminants relative to daylight white (approximate black-body /
@@ -99,6 +102,7 @@ class DegradeParams:
     crf: torch.Tensor  # (B,) int, -1 = no H.264 pass
     light: LightLayout | None = None  # night light / monochrome; None = off (default config)
     chroma_hue: torch.Tensor | None = None  # (B,) radians the chroma bias is turned from magenta; None = 0
+    scene_hue: torch.Tensor | None = None  # (B,) radians the scene's colours are turned (input and target); None = 0
 
     def __len__(self) -> int:
         return int(self.exposure.shape[0])
@@ -129,7 +133,6 @@ def sample_degradation(batch: int, generator: torch.Generator, config: DegradeCo
     strength = uniform(n, *c.cast_strength, g) * coin(n, c.cast_prob, g)
     target = torch.tensor([ILLUMINANTS[k] for k in names], dtype=torch.float64)[kind]
     gains = 1.0 + strength[:, None] * (target - 1.0)
-    gains = gains / (gains * torch.tensor(BT709_LUMA, dtype=torch.float64)).sum(1, keepdim=True)
     photons = log_uniform(n, *c.photons, g)
     read = log_uniform(n, *c.read_noise, g)
     defocus = uniform(n, *c.defocus_sigma, g) * coin(n, c.defocus_prob, g)
@@ -145,10 +148,17 @@ def sample_degradation(batch: int, generator: torch.Generator, config: DegradeCo
     hue = None
     if c.chroma_bias_hue_prob > 0:  # drawn last, and only when enabled (same reason)
         hue = uniform(n, -math.pi, math.pi, g) * coin(n, c.chroma_bias_hue_prob, g)
+    if c.cast_mirror_prob > 0:  # drawn after everything else, and only when enabled (same reason)
+        gains = torch.where(coin(n, c.cast_mirror_prob, g)[:, None], 1.0 / gains, gains)  # the complement
+    scene_hue = None
+    if c.scene_hue_prob > 0:  # likewise
+        scene_hue = uniform(n, -math.pi, math.pi, g) * coin(n, c.scene_hue_prob, g)
+    gains = gains / (gains * torch.tensor(BT709_LUMA, dtype=torch.float64)).sum(1, keepdim=True)  # exposure kept
     return DegradeParams(
         exposure=exposure.float(), gains=gains.float(), photons=photons.float(), read_noise=read.float(),
         defocus_sigma=defocus.float(), motion_kernel=ksize.long(), motion_angle=angle.float(),
         chroma_bias=bias.float(), crf=crf.long(), light=light, chroma_hue=None if hue is None else hue.float(),
+        scene_hue=None if scene_hue is None else scene_hue.float(),
     )
 
 
@@ -217,6 +227,35 @@ def _chroma_bias(srgb: torch.Tensor, codes: torch.Tensor, hue: torch.Tensor | No
     return srgb + amount * dark * direction
 
 
+def turn_hue(srgb: torch.Tensor, angle: torch.Tensor) -> torch.Tensor:
+    """Turn the colours of sRGB images (N, 3, H, W) in [0, 1] by ``angle`` (N,) radians about the
+    grey axis: CIELAB a*, b* rotated, L* kept; colours turned out of the sRGB gamut are clipped.
+    Greys stay grey.
+
+    Example:
+        >>> red = torch.tensor([0.8, 0.2, 0.2]).view(1, 3, 1, 1)
+        >>> turned = turn_hue(red, torch.tensor([math.pi]))  # red's opposite: a blue-green
+        >>> bool(turned[0, 2] > turned[0, 0] and turned[0, 1] > turned[0, 0])
+        True
+    """
+    lab = kornia.color.rgb_to_lab(srgb.clamp(0.0, 1.0))  # (N, 3, H, W)
+    cos, sin = (f(angle.to(lab)).view(-1, 1, 1) for f in (torch.cos, torch.sin))
+    a, b = lab[:, 1], lab[:, 2]
+    return kornia.color.lab_to_rgb(torch.stack([lab[:, 0], cos * a - sin * b, sin * a + cos * b], dim=1), clip=True)
+
+
+def _scene(flat: torch.Tensor, params: DegradeParams, frames: int) -> torch.Tensor:
+    """The scene the camera sees and the target shows: ``flat`` (B*T, 3, H, W), with the colours of
+    the samples that have a ``scene_hue`` turned (the others untouched, bit for bit)."""
+    if params.scene_hue is None:
+        return flat
+    angle = _per_frame(params.scene_hue, frames)
+    idx = torch.nonzero(angle != 0).flatten()
+    if not idx.numel():
+        return flat
+    return flat.index_copy(0, idx, turn_hue(flat[idx], angle[idx]).to(flat.dtype))
+
+
 def _flatten(x: torch.Tensor) -> tuple[torch.Tensor, int, int]:
     if x.ndim == 5:
         b, t = x.shape[:2]
@@ -267,7 +306,7 @@ def degrade(x: torch.Tensor, params: DegradeParams, generator: torch.Generator) 
     if len(params) != b:
         raise ValueError(f"{len(params)} parameter sets for {b} images/clips")
     lay = params.light
-    flat = flat.float()
+    flat = _scene(flat.float(), params, t)
     if lay is not None and bool(lay.mono.any()):
         flat = torch.where(_mask(lay.mono, t), to_grey(flat), flat)
     lin = srgb_to_linear(flat)
@@ -306,9 +345,10 @@ def degrade(x: torch.Tensor, params: DegradeParams, generator: torch.Generator) 
 
 
 def night_target(x: torch.Tensor, params: DegradeParams) -> torch.Tensor:
-    """The training target for ``x`` under ``params`` (see the module docstring): ``x`` itself,
-    except grey for monochrome samples and with the visible emitters (white core, glow at its
-    absolute linear level) of lit samples. Same shape as ``x``.
+    """The training target for ``x`` under ``params`` (see the module docstring): ``x`` itself
+    (its colours turned where the sample has a ``scene_hue``), except grey for monochrome samples
+    and with the visible emitters (white core, glow at its absolute linear level) of lit samples.
+    Same shape as ``x``.
 
     Example:
         >>> g = torch.Generator().manual_seed(0)
@@ -317,12 +357,15 @@ def night_target(x: torch.Tensor, params: DegradeParams) -> torch.Tensor:
         True
     """
     lay = params.light
-    if lay is None or not bool((lay.mono | (lay.lit & lay.core.any(1))).any()):
+    turned = params.scene_hue is not None and bool((params.scene_hue != 0).any())
+    if not turned and (lay is None or not bool((lay.mono | (lay.lit & lay.core.any(1))).any())):
         return x
     flat, b, t = _flatten(x)
     if len(params) != b:
         raise ValueError(f"{len(params)} parameter sets for {b} images/clips")
-    out = flat.float()
+    out = _scene(flat.float(), params, t)
+    if lay is None:
+        return out.reshape(x.shape)
     out = torch.where(_mask(lay.mono, t), to_grey(out), out)
     emitters = lay.lit & lay.core.any(1)
     if bool(emitters.any()):

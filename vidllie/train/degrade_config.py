@@ -22,6 +22,11 @@ class DegradeConfig:
     exposure: tuple[float, float] = (1 / 80, 1 / 3)  # log-uniform
     cast_prob: float = 0.7
     cast_strength: tuple[float, float] = (0.1, 0.7)
+    # Share of the casts that are the illuminant's complement (its log gains negated: sodium's is
+    # a deep blue). Street light is mostly warm, so warm-only casts teach a model that a grey-looking
+    # frame is a bluish scene under warm light: flat greys come out blue (docs/benchmarks.md).
+    # 0.5 makes the cast prior symmetric about grey. 0 draws nothing (earlier configs' draws are unchanged).
+    cast_mirror_prob: float = 0.0
     photons: tuple[float, float] = (400.0, 8000.0)  # log-uniform, photo-electrons at full scale
     read_noise: tuple[float, float] = (2e-4, 2e-3)  # log-uniform, linear full-scale units
     defocus_prob: float = 0.1
@@ -55,6 +60,12 @@ class DegradeConfig:
     glow: tuple[float, float] = (0.05, 0.5)  # log-uniform, linear glow level at the core's edge
     glow_radius: tuple[float, float] = (2.0, 8.0)  # glow decay length in core radii
     mono_prob: float = 0.0  # monochrome (IR-like) samples: input and target grey
+    # Share of the scenes whose colours are turned by a random hue angle (CIELAB a*b* rotated, L*
+    # kept) before anything else, in input and target alike. Photo collections have a colour prior
+    # (dark-to-mid tones yellow-green, bright ones sky blue); where noise hides the chroma a model
+    # falls back on it and tints neutral night shadows. Turned scenes make that prior symmetric.
+    # 0 draws nothing (earlier configs' draws are unchanged).
+    scene_hue_prob: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ("exposure", "cast_strength", "photons", "read_noise", "defocus_sigma",
@@ -77,7 +88,7 @@ class DegradeConfig:
         for name in ("light_level", "light_radius", "light_falloff", "core_radius", "glow", "glow_radius"):
             if getattr(self, name)[0] <= 0:
                 raise ValueError(f"degradation {name} must be positive, got {getattr(self, name)}")
-        for name in ("cast_prob", "defocus_prob", "motion_prob", "chroma_bias_prob", "chroma_bias_hue_prob", "h264_prob",
+        for name in ("cast_prob", "cast_mirror_prob", "scene_hue_prob", "defocus_prob", "motion_prob", "chroma_bias_prob", "chroma_bias_hue_prob", "h264_prob",
                      "light_prob", "core_prob", "mono_prob"):
             p = getattr(self, name)
             if not 0.0 <= p <= 1.0:
