@@ -1,8 +1,8 @@
 """Train, export and check the next default model (issue 11): `fast` on night-light data.
 
-    python scripts/train_fast.py train --stage N [--resume]  # N = 1-5: configs/train/fast.yaml, fast-detail.yaml, fast-stage3.yaml ... fast-stage5.yaml
+    python scripts/train_fast.py train --stage N [--resume]  # N = 1-6: configs/train/fast.yaml, fast-detail.yaml, fast-stage3.yaml ... fast-stage6.yaml
     python scripts/train_fast.py pairs                 # held-out pairs: runs/heldout (global) and runs/heldout-nightlight
-    python scripts/train_fast.py export [--out F]      # the last stage's final EMA -> vidllie/weights/fast.safetensors
+    python scripts/train_fast.py export [--stage N] [--out F]  # stage N's final EMA (default: the last stage) -> vidllie/weights/fast.safetensors
     python scripts/train_fast.py evaluate [--model M] [--no-reference]  # both held-out splits, M (default: the export) and `quality`
     python scripts/train_fast.py realclip [--model M]  # ../shared/media/night_dashcam.mp4 through the whole pipeline: issue 11's bars
     python scripts/train_fast.py greys [--model M ...]   # flat and textured greys at 3-60 codes: the colour each model gives them
@@ -29,7 +29,7 @@ from vidllie.train.config import load_train_config
 REPO = Path(__file__).resolve().parents[1]
 STAGES = {1: REPO / "configs" / "train" / "fast.yaml", 2: REPO / "configs" / "train" / "fast-detail.yaml",
           3: REPO / "configs" / "train" / "fast-stage3.yaml", 4: REPO / "configs" / "train" / "fast-stage4.yaml",
-          5: REPO / "configs" / "train" / "fast-stage5.yaml"}
+          5: REPO / "configs" / "train" / "fast-stage5.yaml", 6: REPO / "configs" / "train" / "fast-stage6.yaml"}
 FINAL = STAGES[max(STAGES)]
 WEIGHTS = REPO / "vidllie" / "weights" / "fast.safetensors"
 # ../shared beside the repo (VIDLLIE_SHARED elsewhere, e.g. from a git worktree)
@@ -75,13 +75,19 @@ def _recorded_stages(config_path: Path) -> list[dict]:
 def cmd_export(args) -> int:
     from vidllie.models import load_model, save_model
 
-    run = REPO / load_train_config(FINAL).output_dir
+    last = args.stage
+    run = REPO / load_train_config(STAGES[last]).output_dir
+    if not (run / "final_ema.safetensors").is_file():
+        raise SystemExit(f"stage {last} has not finished ({run / 'final_ema.safetensors'} is missing): "
+                         f"train it (--resume continues it) or export an earlier one with --stage")
     model = load_model(run / "final_ema.safetensors")
     stages, recorded = [], None
     for stage, path in sorted(STAGES.items()):
+        if stage > last:
+            break
         config = str(path.relative_to(REPO))
         summary_path = REPO / load_train_config(path).output_dir / "summary.json"
-        if not summary_path.is_file() and stage < max(STAGES):
+        if not summary_path.is_file() and stage < last:
             # An earlier stage trained in another session (runs/ is not kept): its record travels in
             # the exported weights the final stage started from.
             if recorded is None:
@@ -266,6 +272,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--init-from", default=None, help="the previous stage's weights (default: the config's init_from)")
     sub.add_parser("pairs")
     p = sub.add_parser("export")
+    p.add_argument("--stage", type=int, choices=sorted(STAGES), default=max(STAGES),
+                   help="the stage whose final EMA weights are exported, with the record of it and the stages before")
     p.add_argument("--out", default=None)
     p = sub.add_parser("evaluate")
     p.add_argument("--model", default=None, help="checkpoint (default: the exported weights)")

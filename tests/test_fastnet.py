@@ -268,6 +268,11 @@ def test_fast_training_config_is_valid():
     assert dataclasses.replace(d5, cast_mirror_prob=0.0, scene_hue_prob=0.0) == stage4.data.degradation
     assert dataclasses.replace(stage5.data, degradation=stage4.data.degradation) == stage4.data
     assert stage5.loss == stage4.loss
+    # Stage 6: more steps on stage 5's data, from stage 5's weights.
+    stage6 = load_train_config(folder / "fast-stage6.yaml")
+    assert stage6.model == "fast" and stage6.init_from == f"{stage5.output_dir}/final_ema.safetensors"
+    assert stage6.output_dir not in (stage4.output_dir, stage5.output_dir)
+    assert stage6.data == stage5.data and stage6.loss == stage5.loss and stage6.steps > stage5.steps
 
 
 def test_detail_branch_starts_at_zero_and_then_corrects_per_pixel():
