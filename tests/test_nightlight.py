@@ -421,6 +421,9 @@ def test_scene_hue_turns_input_and_target_alike_and_leaves_the_rest_bit_identica
     assert "scene_hue" in params.to_dict()
     params.scene_hue[params.scene_hue != 0] = torch.pi
     low, target = degrade_pair(x, params, torch.Generator().manual_seed(1))
+    # the pair turns the scene once; each half on its own turns it the same way
+    assert torch.equal(low, degrade(x, params, torch.Generator().manual_seed(1)))
+    assert torch.equal(target, night_target(x, params))
     turned = params.scene_hue != 0
     assert torch.allclose(target[turned], turn_hue(x[turned], params.scene_hue[turned]))
     for img in (target[turned], low[turned]):

@@ -386,6 +386,12 @@ def degrade_pair(x: torch.Tensor, params: DegradeParams, generator: torch.Genera
         >>> bool((low[:, 0] == low[:, 1]).all()), bool((target[:, 1] == target[:, 2]).all())
         (True, True)
     """
+    if params.scene_hue is not None:  # turn the scene once for both
+        flat, b, t = _flatten(x)
+        if len(params) != b:
+            raise ValueError(f"{len(params)} parameter sets for {b} images/clips")
+        x = _scene(flat.float(), params, t).reshape(x.shape)
+        params = dataclasses.replace(params, scene_hue=None)
     return degrade(x, params, generator), night_target(x, params)
 
 
