@@ -31,7 +31,8 @@ def _check_report(r: dict, frames: int) -> None:
     assert r["frames"] == frames
     assert r["end_to_end"]["fps"] > 0 and r["model_only"]["fps"] > 0
     assert 0 < r["pipeline_efficiency"] <= 1.05
-    assert r["pipeline_efficiency"] == pytest.approx(r["end_to_end"]["fps"] / r["model_only"]["fps"], rel=1e-3)
+    # the report rounds it to 4 decimals: on a loaded machine it can be ~0.03, where that is 0.2 %
+    assert r["pipeline_efficiency"] == pytest.approx(r["end_to_end"]["fps"] / r["model_only"]["fps"], rel=1e-3, abs=6e-5)
     # Every stage of the pipeline was measured on every frame (nothing skipped).
     for stage in ("decode", "upload", "model", "smoothing", "download", "encode"):
         assert r["stages"][stage]["frames"] == frames, stage
