@@ -256,7 +256,8 @@ def _scene(flat: torch.Tensor, params: DegradeParams, frames: int) -> torch.Tens
     return flat.index_copy(0, idx, turn_hue(flat[idx], angle[idx]).to(flat.dtype))
 
 
-def _flatten(x: torch.Tensor) -> tuple[torch.Tensor, int, int]:
+def _flatten(x: torch.Tensor, params: DegradeParams | None = None) -> tuple[torch.Tensor, int, int]:
+    """(B, 3, H, W) or (B, T, 3, H, W) -> ((B*T, 3, H, W), B, T); refuses a ``params`` of another B."""
     if x.ndim == 5:
         b, t = x.shape[:2]
         flat = x.reshape(b * t, *x.shape[2:])
@@ -267,6 +268,8 @@ def _flatten(x: torch.Tensor) -> tuple[torch.Tensor, int, int]:
         raise ValueError(f"expected (B, 3, H, W) or (B, T, 3, H, W), got {tuple(x.shape)}")
     if flat.shape[1] != 3:
         raise ValueError(f"expected 3 channels, got {tuple(x.shape)}")
+    if params is not None and len(params) != b:
+        raise ValueError(f"{len(params)} parameter sets for {b} images/clips")
     return flat, b, t
 
 
@@ -302,9 +305,7 @@ def degrade(x: torch.Tensor, params: DegradeParams, generator: torch.Generator) 
         >>> degrade(clip, sample_degradation(1, g), g).shape
         torch.Size([1, 4, 3, 16, 16])
     """
-    flat, b, t = _flatten(x)
-    if len(params) != b:
-        raise ValueError(f"{len(params)} parameter sets for {b} images/clips")
+    flat, b, t = _flatten(x, params)
     lay = params.light
     flat = _scene(flat.float(), params, t)
     if lay is not None and bool(lay.mono.any()):
@@ -360,9 +361,7 @@ def night_target(x: torch.Tensor, params: DegradeParams) -> torch.Tensor:
     turned = params.scene_hue is not None and bool((params.scene_hue != 0).any())
     if not turned and (lay is None or not bool((lay.mono | (lay.lit & lay.core.any(1))).any())):
         return x
-    flat, b, t = _flatten(x)
-    if len(params) != b:
-        raise ValueError(f"{len(params)} parameter sets for {b} images/clips")
+    flat, b, t = _flatten(x, params)
     out = _scene(flat.float(), params, t)
     if lay is None:
         return out.reshape(x.shape)
@@ -387,9 +386,7 @@ def degrade_pair(x: torch.Tensor, params: DegradeParams, generator: torch.Genera
         (True, True)
     """
     if params.scene_hue is not None:  # turn the scene once for both
-        flat, b, t = _flatten(x)
-        if len(params) != b:
-            raise ValueError(f"{len(params)} parameter sets for {b} images/clips")
+        flat, b, t = _flatten(x, params)
         x = _scene(flat.float(), params, t).reshape(x.shape)
         params = dataclasses.replace(params, scene_hue=None)
     return degrade(x, params, generator), night_target(x, params)
