@@ -7,6 +7,7 @@
     python scripts/train_fast.py realclip [--model M]  # ../shared/media/night_dashcam.mp4 through the whole pipeline: issue 11's bars
     python scripts/train_fast.py greys [--model M ...]   # flat and textured greys at 3-60 codes: the colour each model gives them
     python scripts/train_fast.py smoke [--steps 30]    # a short run on small crops: s/step, loss, exact resume
+    python scripts/train_fast.py exposure [--model M]  # how much of the global split's PSNR is exposure, and can it be predicted
 
 Making it the default is then one line: ``BUNDLED_MODELS["default"] = "fast.safetensors"`` in
 vidllie/models/checkpoint.py. Reads ../shared at run time; nothing from it is copied into the repo.
@@ -220,6 +221,100 @@ def cmd_greys(args) -> int:
     return 0
 
 
+def _log_exposure_error(out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """(B,) natural log of the output's mean luma over the target's: 0 = right exposure."""
+    from vidllie.ops import mean_luma
+
+    return torch.log(mean_luma(out).reshape(-1).clamp(min=1e-4) / mean_luma(target).reshape(-1))
+
+
+def _global_statistics(model, low: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Run ``model`` on ``low`` -> (output, (B, F) frame-wide statistics): the latent map's per-channel
+    mean and std, the input's log mean colour and log luma quantiles, the output's log mean luma. What
+    a global exposure correction could see, beyond what the network already turned into its output."""
+    from vidllie.ops import luma, mean_luma
+
+    seen = {}
+    hook = model.restormer.latent.register_forward_hook(lambda _m, _i, o: seen.__setitem__("latent", o.float()))
+    try:
+        with torch.no_grad():
+            out = model(low).float().clamp(0, 1)
+    finally:
+        hook.remove()
+    lat = seen["latent"]
+    quantiles = torch.quantile(luma(low).flatten(1), torch.tensor([0.1, 0.5, 0.9, 0.99]), dim=1).T
+    stats = [lat.mean((2, 3)), lat.std((2, 3)), torch.log(low.mean((2, 3)) + 1e-3), torch.log(quantiles + 1e-3),
+             torch.log(mean_luma(out).reshape(-1, 1) + 1e-3)]
+    return out, torch.cat(stats, dim=1)
+
+
+def _ridge(x: torch.Tensor, y: torch.Tensor, lam: float) -> torch.Tensor:
+    """Weights (F + 1,) of a ridge regression ``[x, 1] @ w ~ y`` (x standardised by the caller)."""
+    a = torch.cat([x, torch.ones(len(x), 1)], dim=1)
+    return torch.linalg.solve(a.T @ a + lam * torch.eye(a.shape[1]), a.T @ y)
+
+
+def cmd_exposure(args) -> int:
+    """Where the global split's PSNR goes: the model's exposure error per held-out image, its PSNR at
+    the ground truth's mean luma and at the reference model's, and whether frame-wide statistics
+    predict the error (a ridge probe fitted on synthetic training pairs, lambda chosen on a fifth of
+    them, applied to the held-out split as a gain)."""
+    import math
+
+    from vidllie.models import load_model
+    from vidllie.train.datasets import PairedFolder
+    from vidllie.train.evaluate import model_fn, psnr
+    from vidllie.train.trainer import TrainingData
+
+    torch.set_num_threads(2)
+    model = load_model(args.model or str(WEIGHTS)).eval()
+    reference = model_fn(args.reference)
+    held = PairedFolder(REPO / "runs" / "heldout")
+    outs, targets, feats, errors, ref_errors = [], [], [], [], []
+    for i in range(len(held)):
+        low, high, _ = held[i]
+        out, f = _global_statistics(model, low[None])
+        outs.append(out), targets.append(high[None]), feats.append(f)
+        errors.append(_log_exposure_error(out, high[None])), ref_errors.append(_log_exposure_error(reference(low[None]), high[None]))
+    errors, ref_errors, feats = torch.cat(errors), torch.cat(ref_errors), torch.cat(feats)
+
+    def mean_psnr(log_gains) -> float:
+        return statistics.mean(psnr((o * math.exp(float(g))).clamp(0, 1), t) for o, t, g in zip(outs, targets, log_gains))
+
+    report = {"model": args.model or str(WEIGHTS), "reference": args.reference, "images": len(held),
+              "psnr": round(mean_psnr(torch.zeros(len(outs))), 3),
+              "psnr_at_gt_mean_luma": round(mean_psnr(-errors), 3),
+              "psnr_at_reference_mean_luma": round(mean_psnr(ref_errors - errors), 3),
+              "mean_abs_log2_error": round(float(errors.abs().mean()) / math.log(2), 4),
+              "reference_mean_abs_log2_error": round(float(ref_errors.abs().mean()) / math.log(2), 4),
+              "error_correlation_with_reference": round(float(torch.corrcoef(torch.stack([errors, ref_errors]))[0, 1]), 3)}
+
+    # The probe: synthetic pairs of the last stage's data (training images only), seeded.
+    data = TrainingData(load_train_config(FINAL).data)
+    g = torch.Generator().manual_seed(args.seed)
+    xs, ys = [], []
+    for _ in range(args.probe_batches):
+        low, high = data.source.batch(g)
+        out, f = _global_statistics(model, low)
+        xs.append(f), ys.append(-_log_exposure_error(out, high))
+    x, y = torch.cat(xs), torch.cat(ys)
+    mu, sd = x.mean(0), x.std(0) + 1e-6
+    x, held_x = (x - mu) / sd, (feats - mu) / sd
+    fit, val = slice(len(x) // 5, None), slice(0, len(x) // 5)
+    lams = [1.0, 10.0, 100.0, 1000.0, 10000.0]
+    val_err = [float((torch.cat([x[val], torch.ones(len(x[val]), 1)], 1) @ _ridge(x[fit], y[fit], lam) - y[val]).std()) for lam in lams]
+    lam = lams[val_err.index(min(val_err))]
+    w = _ridge(x, y, lam)
+    predicted = torch.cat([held_x, torch.ones(len(held_x), 1)], 1) @ w
+    report["probe"] = {"training_pairs": len(x), "lambda": lam, "target_std": round(float(y.std()), 4),
+                       "validation_residual_std": round(min(val_err), 4),
+                       "held_out_error_std": round(float(errors.std()), 4),
+                       "held_out_residual_std": round(float((predicted + errors).std()), 4),
+                       "held_out_psnr_with_predicted_gain": round(mean_psnr(predicted), 3)}
+    print(json.dumps(report, indent=1))
+    return 0
+
+
 def cmd_smoke(args) -> int:
     """Each stage for a few steps on small crops, interrupted halfway and resumed: prints s/step and
     the loss at the start and the end; fails unless the resumed run equals the straight one."""
@@ -284,13 +379,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--frames", type=int, nargs="*", default=[300], help="frames saved as PNG (before/after)")
     p = sub.add_parser("greys")
     p.add_argument("--model", nargs="*", default=None, help="models (default: the exported weights and `quality`)")
+    p = sub.add_parser("exposure")
+    p.add_argument("--model", default=None, help="checkpoint or bundled name (default: the exported weights)")
+    p.add_argument("--reference", default="quality", help="the model whose exposure judgement is compared")
+    p.add_argument("--probe-batches", type=int, default=800, help="synthetic training batches the probe is fitted on")
+    p.add_argument("--seed", type=int, default=7)
     p = sub.add_parser("smoke")
     p.add_argument("--steps", type=int, default=30)
     p.add_argument("--crop", type=int, default=None, help="crop size (default: each stage's own)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: each stage's own)")
     args = ap.parse_args(argv)
     return {"train": cmd_train, "pairs": cmd_pairs, "export": cmd_export, "evaluate": cmd_evaluate,
-            "realclip": cmd_realclip, "greys": cmd_greys, "smoke": cmd_smoke}[args.cmd](args)
+            "realclip": cmd_realclip, "greys": cmd_greys, "smoke": cmd_smoke,
+            "exposure": cmd_exposure}[args.cmd](args)
 
 
 if __name__ == "__main__":

@@ -330,3 +330,34 @@ def test_init_from_accepts_only_parts_that_start_as_the_identity(dinov3_dir):
     del partial.restormer.refinement  # a body part missing from the source is refused
     with pytest.raises(InputError, match="missing"):
         init_partially(build_model("fast-base"), partial, "partial")
+
+# ------------------------------------------------------------- the exposure analysis (scripts/)
+def test_exposure_analysis_helpers():
+    """`train_fast.py exposure`: the log exposure error, the frame-wide statistics it probes and the
+    ridge fit that probes them."""
+    import math
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+    import train_fast
+
+    target = torch.rand(2, 3, 16, 24) * 0.4
+    err = train_fast._log_exposure_error(target * torch.tensor([2.0, 0.5]).view(2, 1, 1, 1), target)
+    assert torch.allclose(err, torch.tensor([math.log(2.0), math.log(0.5)]), atol=1e-5)
+
+    model = load_model("fast").eval()
+    low = torch.rand(2, 3, 64, 96) * 0.1
+    out, stats = train_fast._global_statistics(model, low)
+    with torch.no_grad():
+        assert torch.equal(out, model(low).float().clamp(0, 1))  # the hook changes nothing
+    latent = 8 * model.config.restormer.dim
+    assert stats.shape == (2, 2 * latent + 3 + 4 + 1) and bool(torch.isfinite(stats).all())
+    assert not model.restormer.latent._forward_hooks  # removed again
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(200, 5, generator=g)
+    y = x @ torch.tensor([1.0, -2.0, 0.0, 0.5, 0.0]) + 0.3
+    w = train_fast._ridge(x, y, 1e-6)
+    assert torch.allclose(w, torch.tensor([1.0, -2.0, 0.0, 0.5, 0.0, 0.3]), atol=1e-4)
+    assert train_fast._ridge(x, y, 1e6)[:5].abs().max() < 0.01  # strong ridge: a constant
