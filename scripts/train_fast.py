@@ -248,9 +248,14 @@ def _global_statistics(model, low: torch.Tensor) -> tuple[torch.Tensor, torch.Te
     return out, torch.cat(stats, dim=1)
 
 
+def _with_bias(x: torch.Tensor) -> torch.Tensor:
+    """(N, F) -> (N, F + 1): a column of ones for the intercept."""
+    return torch.cat([x, torch.ones(len(x), 1)], dim=1)
+
+
 def _ridge(x: torch.Tensor, y: torch.Tensor, lam: float) -> torch.Tensor:
-    """Weights (F + 1,) of a ridge regression ``[x, 1] @ w ~ y`` (x standardised by the caller)."""
-    a = torch.cat([x, torch.ones(len(x), 1)], dim=1)
+    """Weights (F + 1,) of a ridge regression ``_with_bias(x) @ w ~ y`` (x standardised by the caller)."""
+    a = _with_bias(x)
     return torch.linalg.solve(a.T @ a + lam * torch.eye(a.shape[1]), a.T @ y)
 
 
@@ -274,8 +279,11 @@ def cmd_exposure(args) -> int:
     for i in range(len(held)):
         low, high, _ = held[i]
         out, f = _global_statistics(model, low[None])
-        outs.append(out), targets.append(high[None]), feats.append(f)
-        errors.append(_log_exposure_error(out, high[None])), ref_errors.append(_log_exposure_error(reference(low[None]), high[None]))
+        outs.append(out)
+        targets.append(high[None])
+        feats.append(f)
+        errors.append(_log_exposure_error(out, high[None]))
+        ref_errors.append(_log_exposure_error(reference(low[None]), high[None]))
     errors, ref_errors, feats = torch.cat(errors), torch.cat(ref_errors), torch.cat(feats)
 
     def mean_psnr(log_gains) -> float:
@@ -296,16 +304,17 @@ def cmd_exposure(args) -> int:
     for _ in range(args.probe_batches):
         low, high = data.source.batch(g)
         out, f = _global_statistics(model, low)
-        xs.append(f), ys.append(-_log_exposure_error(out, high))
+        xs.append(f)
+        ys.append(-_log_exposure_error(out, high))
     x, y = torch.cat(xs), torch.cat(ys)
     mu, sd = x.mean(0), x.std(0) + 1e-6
     x, held_x = (x - mu) / sd, (feats - mu) / sd
     fit, val = slice(len(x) // 5, None), slice(0, len(x) // 5)
     lams = [1.0, 10.0, 100.0, 1000.0, 10000.0]
-    val_err = [float((torch.cat([x[val], torch.ones(len(x[val]), 1)], 1) @ _ridge(x[fit], y[fit], lam) - y[val]).std()) for lam in lams]
+    val_err = [float((_with_bias(x[val]) @ _ridge(x[fit], y[fit], lam) - y[val]).std()) for lam in lams]
     lam = lams[val_err.index(min(val_err))]
     w = _ridge(x, y, lam)
-    predicted = torch.cat([held_x, torch.ones(len(held_x), 1)], 1) @ w
+    predicted = _with_bias(held_x) @ w
     report["probe"] = {"training_pairs": len(x), "lambda": lam, "target_std": round(float(y.std()), 4),
                        "validation_residual_std": round(min(val_err), 4),
                        "held_out_error_std": round(float(errors.std()), 4),

@@ -331,6 +331,7 @@ def test_init_from_accepts_only_parts_that_start_as_the_identity(dinov3_dir):
     with pytest.raises(InputError, match="missing"):
         init_partially(build_model("fast-base"), partial, "partial")
 
+
 # ------------------------------------------------------------- the exposure analysis (scripts/)
 def test_exposure_analysis_helpers():
     """`train_fast.py exposure`: the log exposure error, the frame-wide statistics it probes and the
