@@ -18,6 +18,7 @@ play it up to the cut), and the error (exit code) is the only sign: check it.
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import stat
 import sys
@@ -186,9 +187,73 @@ def check_pipe_format(fmt: str, seekable: bool = False) -> None:
             f"end; use --format {', '.join(PIPE_FORMATS)} (format= in Python), or write to a file")
 
 
+def muxer_for_name(name: str) -> str | None:
+    """FFmpeg's own choice of muxer for a file name (by its suffix); None when it has none.
+
+    >>> muxer_for_name("night.mkv"), muxer_for_name("/dev/null")
+    ('matroska', None)
+    """
+    probe = io.BytesIO()
+    probe.name = name
+    try:
+        container = av.open(probe, mode="w")
+    except ValueError:
+        return None
+    fmt = container.format.name
+    container.close()
+    return fmt
+
+
+def special_output_kind(path: str | os.PathLike) -> str | None:
+    """What an existing output path is when it is not a regular file or folder: "character
+    device", "FIFO", "block device" or "socket"; None otherwise (absent, file, folder)."""
+    try:
+        mode = os.stat(path).st_mode
+    except (OSError, ValueError):
+        return None
+    kinds = ((stat.S_ISCHR, "character device"), (stat.S_ISFIFO, "FIFO"),
+             (stat.S_ISBLK, "block device"), (stat.S_ISSOCK, "socket"))
+    return next((name for test, name in kinds if test(mode)), None)
+
+
+class CountingWriter(io.BufferedWriter):
+    """A binary writer that counts the bytes handed to it (what went out on a stream)."""
+
+    def __init__(self, raw: io.RawIOBase) -> None:
+        super().__init__(raw)
+        self.bytes_written = 0
+
+    def write(self, data) -> int:
+        n = super().write(data)
+        self.bytes_written += n
+        return n
+
+
+def open_special_output(path: str | os.PathLike, fmt: str | None = None) -> CountingWriter:
+    """An existing FIFO or character device opened to be written into as a stream.
+
+    Such a path is never replaced by a file (renaming over /dev/null would replace the
+    system's /dev/null): the video goes into it, with the stream rules of ``-o -``. A FIFO
+    waits here for its reader, as any writer of a FIFO does. Block devices and sockets are
+    refused in one line, and so is a container that cannot stream into a FIFO (checked before
+    the FIFO is opened).
+    """
+    kind = special_output_kind(path)
+    if kind in ("block device", "socket"):
+        raise OutputError(f"output {os.fspath(path)} is a {kind}: vidllie writes files, FIFOs "
+                          "and character devices (or - for standard output), not a " + kind)
+    if kind == "FIFO":
+        check_pipe_format(fmt or muxer_for_name(os.fspath(path)) or DEFAULT_PIPE_FORMAT)
+    try:
+        return CountingWriter(io.FileIO(os.fspath(path), "wb"))
+    except OSError as exc:
+        raise OutputError(f"cannot open {os.fspath(path)} for writing: {exc.strerror}") from None
+
+
 def open_output(file: BorrowedFile, fmt: str | None) -> av.container.OutputContainer:
-    """An output container on a borrowed file (default container: Matroska)."""
-    fmt = fmt or DEFAULT_PIPE_FORMAT
+    """An output container on a borrowed file: ``fmt``, else the muxer its name's suffix
+    implies (a named FIFO or device), else Matroska."""
+    fmt = fmt or muxer_for_name(file.name) or DEFAULT_PIPE_FORMAT
     check_pipe_format(fmt, file.seekable())
     try:
         return av.open(file, mode="w", format=fmt)
@@ -231,7 +296,7 @@ def stdout_for_video() -> Iterator[BinaryIO]:
     sys.stdout.flush()
     video_fd = os.dup(fd)
     os.dup2(sys.stderr.fileno(), fd)
-    stream = os.fdopen(video_fd, "wb")
+    stream = CountingWriter(io.FileIO(video_fd, "wb"))  # counted: a cut stream says how much went out
     stream.raw.name = "<stdout>"  # for messages (it is descriptor 1's pipe/file)
     try:
         yield stream

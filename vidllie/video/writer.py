@@ -21,7 +21,8 @@ from ..errors import OutputError
 from .encoders import (AudioReencoder, audio_fallback, choose_encoder, choose_pix_fmt,
                        copy_refusal, default_encoder, set_encoder_options)
 from .info import FFMPEG_ERRORS, PassthroughPacket, VideoInfo, one_line, warn
-from .pipes import borrow_output, open_output, write_error
+from .pipes import (BorrowedFile, borrow_output, open_output, open_special_output, special_output_kind,
+                    write_error)
 from .probe import is_url
 
 __all__ = ["VideoWriter", "default_encoder"]
@@ -75,6 +76,11 @@ class VideoWriter:
                  audio: bool = True, time_offset: float = 0.0, overwrite: bool = False,
                  options: dict[str, str] | None = None, format: str | None = None) -> None:
         self._pipe = borrow_output(path)
+        # An existing FIFO or device is written into as a stream, never renamed over.
+        self._owned = None
+        if self._pipe is None and special_output_kind(path):
+            self._owned = open_special_output(path, format)
+            self._pipe = BorrowedFile(self._owned, os.fspath(path))
         self.path = Path(self._pipe.name if self._pipe is not None else os.fspath(path))
         self.info = info
         self._container = None
@@ -85,7 +91,11 @@ class VideoWriter:
         self._overwrite = overwrite
         self._offset_requested = bool(time_offset)
         if self._pipe is not None:
-            self._container = open_output(self._pipe, format)
+            try:
+                self._container = open_output(self._pipe, format)
+            except BaseException:
+                self._close_owned()
+                raise
         else:
             self._open_file(overwrite, format)
         if self._container.format.name == "rawvideo":
@@ -309,6 +319,7 @@ class VideoWriter:
                 raise write_error(self._pipe, f"cannot finish {self.path}", one_line(exc)) from None
             self._closed = True
             if self._pipe is not None:
+                self._close_owned()
                 return self.path  # a stream: nothing to rename
             try:
                 if self._overwrite:
@@ -360,8 +371,18 @@ class VideoWriter:
             except Exception:  # noqa: BLE001 - half-written output, we delete it anyway
                 pass
             self._container = None
+        self._close_owned()
         if self._finalizer is not None:
             self._finalizer()
+
+    def _close_owned(self) -> None:
+        """Close the FIFO/device this writer opened itself (a caller's file object stays open)."""
+        if self._owned is not None:
+            try:
+                self._owned.close()
+            except OSError:  # its reader went away: the stream already ended
+                pass
+            self._owned = None
 
     def __enter__(self) -> "VideoWriter":
         return self
