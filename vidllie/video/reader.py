@@ -140,6 +140,7 @@ class VideoReader:
         self._pass_done: set[int] = set()
         self._last_time: float | None = None
         self._times = TimestampRepair(vs, self._tb)
+        self._dts_times = "avi" in self._container.format.name.split(",")
         first = self._preroll()
         # Every frame comes out at the first size (or the one asked for).
         size = tuple(self._want_size) if self._want_size else (first.width, first.height)
@@ -197,7 +198,16 @@ class VideoReader:
     def _decode(self, pkt) -> list:
         self._flushed = pkt is None
         try:
-            return self._vs.codec_context.decode(pkt)
+            frames = self._vs.codec_context.decode(pkt)
+            if self._dts_times:
+                # AVI stores no presentation times: its packet times count in decode order, so a
+                # B-frame file's decoded pts run 1, 3, 4, 2, ... The decode timestamp each frame
+                # carries is its slot in display order: evenly spaced, in sync with the audio
+                # (what FFmpeg's own command line shows for AVI). The frames drained at the end
+                # carry none: they follow on, one frame period apart.
+                for f in frames:
+                    f.pts = f.dts
+            return frames
         except (av.error.FFmpegError, av.ArgumentError) as exc:
             if pkt is None:
                 return []
