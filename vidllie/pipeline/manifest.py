@@ -127,7 +127,7 @@ def decide(task: FileTask, settings: dict[str, Any], *, retry_failed: bool = Fal
 
 
 def remove_partial_outputs(output: str) -> None:
-    """Temp files a killed worker left for ``output`` (VideoWriter's ``.<stem>.<hex>.part<ext>``)."""
+    """Temp files a killed worker left for ``output`` (VideoWriter's ``.<stem>.<pid>-<hex>.part<ext>``)."""
     dst = Path(output)
     for p in dst.parent.glob(f".{dst.stem}.*.part{dst.suffix}"):
         try:

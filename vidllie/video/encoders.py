@@ -55,6 +55,42 @@ def choose_encoder(codec: str | None, fmt: str, kind: str) -> str:
     return codec
 
 
+# x264/x265 preset names, and the crf range each encoder takes (x264/x265 clamp a larger value
+# silently; 10-bit x264 takes up to 63).
+_X26X_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow",
+                 "slower", "veryslow", "placebo")
+_CRF_RANGE = {"libx264": (0, 51), "libx265": (0, 51), "libvpx-vp9": (0, 63), "libvpx": (4, 63),
+              "libsvtav1": (1, 63), "libaom-av1": (0, 63)}
+
+
+def check_encoder_settings(codec: str, crf: int | None, preset: str | None,
+                           pix_fmt: str | None, bit_depth: int = 8) -> None:
+    """One-line OutputError naming the option and its valid values when ``preset``, ``crf`` or
+    ``pix_fmt`` cannot work with ``codec`` (checked before FFmpeg sees them: its own errors
+    name no option).
+
+    >>> check_encoder_settings("libx264", 99, "medium", None)
+    Traceback (most recent call last):
+    ...
+    vidllie.errors.OutputError: --crf 99 is out of range for libx264: use 0 to 51 (lower = better)
+    """
+    if preset is not None and codec in _X26X and preset not in _X26X_PRESETS:
+        raise OutputError(f"--preset {preset!r} is not a {codec} preset: use "
+                          f"{', '.join(_X26X_PRESETS)}")
+    if crf is not None and codec in _CRF_RANGE:
+        low, high = _CRF_RANGE[codec]
+        if codec == "libx264" and bit_depth > 8:
+            high = 63
+        if not low <= crf <= high:
+            raise OutputError(f"--crf {crf} is out of range for {codec}: use {low} to {high} "
+                              "(lower = better)")
+    if pix_fmt is not None:
+        formats = [f.name for f in av.Codec(codec, "w").video_formats or ()]
+        if formats and pix_fmt not in formats:
+            raise OutputError(f"--pix-fmt {pix_fmt!r} cannot be written by {codec}: use "
+                              f"{', '.join(formats)}")
+
+
 def _subsampled(pix_fmt: str) -> tuple[bool, bool]:
     """(horizontal, vertical) chroma subsampling of a pixel format."""
     fmt = av.VideoFormat(pix_fmt, 16, 16)

@@ -6,7 +6,9 @@ packets muxed unchanged, into a hidden temp file renamed on success (or a stream
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
 import secrets
 import weakref
 from fractions import Fraction
@@ -18,7 +20,8 @@ import numpy as np
 from av.video.reformatter import ColorPrimaries, ColorRange, Colorspace, ColorTrc, Interpolation
 
 from ..errors import OutputError
-from .encoders import (AudioReencoder, audio_fallback, choose_encoder, choose_pix_fmt,
+from .encoders import (AudioReencoder, audio_fallback, check_encoder_settings, choose_encoder,
+                       choose_pix_fmt,
                        copy_refusal, default_encoder, set_encoder_options)
 from .info import FFMPEG_ERRORS, PassthroughPacket, VideoInfo, one_line, warn
 from .pipes import (BorrowedFile, borrow_output, open_output, open_special_output, special_output_kind,
@@ -37,6 +40,40 @@ def _remove(path: str) -> None:
         pass
 
 
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+def temp_files_of(path: Path) -> list[tuple[Path, int]]:
+    """The hidden temp files of writers of ``path`` (``.<stem>.<pid>-<hex>.part<suffix>`` beside
+    it), with the pid of the process that made each."""
+    pattern = re.compile(rf"\.{re.escape(path.stem)}\.(\d+)-[0-9a-f]{{8}}\.part"
+                         rf"{re.escape(path.suffix)}")
+    try:
+        names = os.listdir(path.parent)
+    except OSError:
+        return []
+    return [(path.parent / n, int(m.group(1))) for n in names if (m := pattern.fullmatch(n))]
+
+
+def remove_stale_temp_files(path: Path) -> list[Path]:
+    """Delete the temp files that writers of ``path`` left when they were killed (kill -9,
+    power cut): those whose process is gone. A live run's temp file is never touched."""
+    removed = []
+    for tmp, pid in temp_files_of(path):
+        if pid != os.getpid() and not _process_alive(pid):
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+                removed.append(tmp)
+    return removed
+
+
 def _same_file(a: Path, b: Path) -> bool:
     if a.resolve() == b.resolve():
         return True
@@ -53,7 +90,9 @@ class VideoWriter:
     ``abort()`` (and any exception or KeyboardInterrupt inside ``with``) deletes it.
     Timestamps: the video stream uses the input time base and each frame's pts is kept
     (VFR stays VFR); ``time_offset`` seconds are subtracted from every stream (trimmed output).
-    Colour: explicit RGB -> BT.709 limited-range conversion, and BT.709 tags.
+    Colour: explicit RGB -> BT.709 limited-range conversion, and BT.709 tags; ``hdr="HLG"``:
+    the images are HLG BT.2020 RGB, converted with the BT.2020 (non-constant luminance) matrix,
+    tagged BT.2020 / arib-std-b67, default codec libx265 at yuv420p10le (10 bits at least).
     Audio: stream copy; if the container refuses the codec, re-encode to AAC with a warning.
     ``crf`` applies to encoders with a "crf" option, ``preset`` to libx264/libx265; ``options``
     passes any other encoder option (e.g. {"tune": "film"}).
@@ -74,7 +113,11 @@ class VideoWriter:
                  codec: str | None = None,
                  crf: int | None = 18, preset: str | None = "medium", pix_fmt: str | None = None,
                  audio: bool = True, time_offset: float = 0.0, overwrite: bool = False,
-                 options: dict[str, str] | None = None, format: str | None = None) -> None:
+                 options: dict[str, str] | None = None, format: str | None = None,
+                 hdr: str | None = None) -> None:
+        if hdr not in (None, "HLG"):
+            raise ValueError(f"hdr must be None or 'HLG', got {hdr!r}")
+        self.hdr = hdr
         self._pipe = borrow_output(path)
         # An existing FIFO or device is written into as a stream, never renamed over.
         self._owned = None
@@ -106,7 +149,7 @@ class VideoWriter:
             try:  # open encoders + write the header now: bad settings fail before any decoding
                 self._container.start_encoding()
             except (*FFMPEG_ERRORS, OSError) as exc:
-                raise write_error(self._pipe, f"cannot start writing {self.path} with {codec}/"
+                raise write_error(self._pipe, f"cannot start writing {self.path} with {self.codec}/"
                                   f"{self.pix_fmt}", one_line(exc)) from None
         except BaseException:
             self.abort()
@@ -122,8 +165,10 @@ class VideoWriter:
     def _open_file(self, overwrite: bool, format: str | None) -> None:
         """Create the hidden temp file beside ``self.path`` and open the container on it."""
         self._check_target(overwrite)
-        self._tmp = str(self.path.parent / f".{self.path.stem}.{secrets.token_hex(4)}.part"
-                        f"{self.path.suffix}")
+        remove_stale_temp_files(self.path)
+        # The pid in the name tells a later run whether the writer of a temp file is still alive.
+        self._tmp = str(self.path.parent / f".{self.path.stem}.{os.getpid()}-"
+                        f"{secrets.token_hex(4)}.part{self.path.suffix}")
         # If the writer is dropped without close()/abort() (crash), never leave the temp file.
         try:  # create the temp file ourselves: a clear error for read-only folders (even as root)
             with open(self._tmp, "xb"):
@@ -167,8 +212,17 @@ class VideoWriter:
     def _setup_video(self, codec, crf, preset, pix_fmt, options) -> None:
         info, out = self.info, self._container
         fmt = out.format.name.split(",")[0]
+        if self.hdr and codec is None:
+            codec = "libx265"
+        if self.hdr and pix_fmt is None:
+            pix_fmt = "yuv420p10le" if not (info.width % 2 or info.height % 2) else "yuv444p10le"
         codec = self.codec = choose_encoder(codec, fmt, self._kind)
+        depth = av.VideoFormat(pix_fmt).components[0].bits if pix_fmt in av.video.format.names else 8
+        check_encoder_settings(codec, crf, preset, pix_fmt, depth)
         pix_fmt = self.pix_fmt = choose_pix_fmt(codec, pix_fmt, info.width, info.height)
+        if self.hdr and av.VideoFormat(pix_fmt).components[0].bits < 10:
+            raise OutputError(f"HLG output needs 10 bits or more; pix_fmt {pix_fmt} has "
+                              f"{av.VideoFormat(pix_fmt).components[0].bits}")
         try:
             vs = out.add_stream(codec, rate=info.fps or Fraction(25))
         except (*FFMPEG_ERRORS, ValueError) as exc:
@@ -183,9 +237,10 @@ class VideoWriter:
         vs.time_base = vs.codec_context.time_base = info.time_base
         set_encoder_options(vs, codec, fmt, crf, preset, options)
         cc = vs.codec_context
-        cc.colorspace = Colorspace.ITU709
-        cc.color_primaries = ColorPrimaries.BT709
-        cc.color_trc = ColorTrc.BT709
+        self._matrix = Colorspace.BT2020 if self.hdr else Colorspace.ITU709  # BT2020: NCL (9)
+        cc.colorspace = self._matrix
+        cc.color_primaries = ColorPrimaries.BT2020 if self.hdr else ColorPrimaries.BT709
+        cc.color_trc = ColorTrc.ARIB_STD_B67 if self.hdr else ColorTrc.BT709
         cc.color_range = ColorRange.MPEG
         if info.rotation:
             vs.set_display_rotation(info.rotation)
@@ -261,7 +316,7 @@ class VideoWriter:
             raise ValueError(f"image dtype must be uint8 or uint16, got {image.dtype}")
         frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format=src)
         frame = frame.reformat(format=self.pix_fmt, src_color_range=ColorRange.JPEG,
-                               dst_colorspace=Colorspace.ITU709, dst_color_range=ColorRange.MPEG,
+                               dst_colorspace=self._matrix, dst_color_range=ColorRange.MPEG,
                                interpolation=_INTERP)
         frame.pts, frame.time_base = out_pts, tb
         try:
