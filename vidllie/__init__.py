@@ -4,7 +4,7 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "Enhancer", "enhance_video", "enhance_many"]
+__all__ = ["__version__", "Enhancer", "enhance_video", "enhance_many", "preview"]
 
 
 def __getattr__(name: str):
@@ -17,4 +17,8 @@ def __getattr__(name: str):
         from vidllie.pipeline.batch import enhance_many
 
         return enhance_many
+    if name == "preview":
+        from vidllie.pipeline.preview import preview
+
+        return preview
     raise AttributeError(f"module 'vidllie' has no attribute {name!r}")
