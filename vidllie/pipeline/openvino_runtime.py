@@ -199,6 +199,9 @@ class OpenVinoModel:
             config["CACHE_DIR"] = str(self.cache_dir / "compiled")  # compiled blobs: later runs start in ~1 s
         if self.threads:
             config["INFERENCE_NUM_THREADS"] = int(self.threads)
+        # Unpinned: a pinned inference thread cannot move off a core that another process is busy on
+        # (fast 72 -> 49 ms per frame beside one busy process on 2 cores, issue 28).
+        config["ENABLE_CPU_PINNING"] = False
         compiled = self._core.compile_model(ir, "CPU", config)
         self._compiled[size] = compiled
         if len(self._compiled) > MAX_COMPILED:

@@ -1,0 +1,79 @@
+"""Busy processes for ``vidllie bench --load N``, and the loaded/idle ratios of two bench runs.
+
+A loaded run shows what vidllie gets from a machine that is doing other work (a recorder,
+detection, a stream server): each busy process is a Python loop that keeps one CPU busy::
+
+    with busy_processes(2):
+        ...                                   # the timed run
+    # on leaving (normally, on an error or on Ctrl-C) every process is killed and reaped
+
+The loops are started in their own session, so the terminal's Ctrl-C reaches only vidllie, which
+kills them. Each loop also ends by itself once its parent is gone (checked every ~10 ms), so not
+even a killed vidllie leaves one behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+# Spins, and every million iterations stops if vidllie (its parent) is gone.
+BUSY_LOOP = (
+    "import os\n"
+    "parent = {parent}\n"
+    "while os.getppid() == parent:\n"
+    "    for _ in range(1000000): pass\n"
+)
+
+
+@contextlib.contextmanager
+def busy_processes(n: int) -> Iterator[list[subprocess.Popen]]:
+    """Run the block with ``n`` busy processes; all are killed and reaped when it ends."""
+    if n < 0:
+        raise ValueError("the number of busy processes must be >= 0")
+    procs: list[subprocess.Popen] = []
+    try:
+        code = BUSY_LOOP.format(parent=os.getpid())
+        for _ in range(n):
+            procs.append(subprocess.Popen(
+                [sys.executable, "-c", code], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL, start_new_session=True,
+            ))
+        yield procs
+    finally:
+        for p in procs:
+            with contextlib.suppress(ProcessLookupError):
+                p.kill()
+        for p in procs:
+            p.wait()
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return round(a / b, 3) if a and b else None
+
+
+def load_ratios(idle: dict[str, Any], loaded: dict[str, Any]) -> dict[str, Any]:
+    """Loaded against idle, from two :func:`~vidllie.pipeline.bench.run_bench`-style reports:
+    ``end_to_end`` and ``model_only`` are frame-rate ratios (loaded / idle: 1.0 = unaffected, 0.5 =
+    half the speed), ``stages`` are time ratios (loaded ms per frame / idle: 2.0 = twice as slow).
+
+    Example:
+        >>> idle = {"end_to_end": {"fps": 10.0}, "model_only": {"fps": 20.0},
+        ...         "stages": {"smoothing": {"ms_per_frame": 5.0}}}
+        >>> loaded = {"end_to_end": {"fps": 6.0}, "model_only": {"fps": 10.0},
+        ...           "stages": {"smoothing": {"ms_per_frame": 7.5}}}
+        >>> load_ratios(idle, loaded)
+        {'end_to_end': 0.6, 'model_only': 0.5, 'stages': {'smoothing': 1.5}}
+    """
+    return {
+        "end_to_end": _ratio(loaded["end_to_end"]["fps"], idle["end_to_end"]["fps"]),
+        "model_only": _ratio(loaded["model_only"]["fps"], idle["model_only"]["fps"]),
+        "stages": {
+            name: _ratio(loaded["stages"].get(name, {}).get("ms_per_frame"), s.get("ms_per_frame"))
+            for name, s in idle["stages"].items()
+        },
+    }
