@@ -28,6 +28,9 @@ VFR_PATTERN_MS = (33, 50, 17, 40, 25, 45)
 _COLOURS = {
     "bt709": (Colorspace.ITU709, ColorPrimaries.BT709, ColorTrc.BT709),
     "bt601": (Colorspace.ITU601, ColorPrimaries.SMPTE170M, ColorTrc.SMPTE170M),
+    # HDR: frames are the HLG/PQ signal as RGB (uint16), BT.2020 NCL matrix (use 10-bit HEVC).
+    "hlg": (Colorspace.BT2020, ColorPrimaries.BT2020, ColorTrc.ARIB_STD_B67),
+    "pq": (Colorspace.BT2020, ColorPrimaries.BT2020, ColorTrc.SMPTE2084),
 }
 
 
@@ -109,7 +112,8 @@ def make_clip(
     - odd ``width``/``height`` need a non-subsampled ``pix_fmt`` (e.g. "yuv444p") for libx264.
     - ``keyint``: keyframe interval in frames (None = encoder default, i.e. one keyframe here).
     - ``color_trc``: override the transfer tag (e.g. 16 = PQ, 18 = HLG, to fake HDR input).
-    - ``colour``: matrix used for RGB->YUV ("bt709" or "bt601"); ``tag_colour=False`` leaves
+    - ``colour``: matrix used for RGB->YUV ("bt709", "bt601", or HDR "hlg"/"pq": BT.2020 tags
+      and transfer, for ``codec="libx265", pix_fmt="yuv420p10le"``); ``tag_colour=False`` leaves
       the stream untagged (like many phone/dashcam files); ``color_range`` "tv" or "pc".
     """
     path = Path(path)
