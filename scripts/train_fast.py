@@ -26,6 +26,7 @@ from pathlib import Path
 import torch
 
 from vidllie.train.config import load_train_config
+from vidllie.train.realclip import frame_stats
 
 REPO = Path(__file__).resolve().parents[1]
 STAGES = {1: REPO / "configs" / "train" / "fast.yaml", 2: REPO / "configs" / "train" / "fast-detail.yaml",
@@ -122,22 +123,6 @@ def cmd_evaluate(args) -> int:
             (out_dir / f"eval_{split}_{tag}.txt").write_text(table + "\n")
             print(f"{model} on {split}:\n{table}\n")
     return 0
-
-
-def frame_stats(frames: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Per-frame picture measures of (T, 3, H, W) uint8 RGB: mean luma, mean of the darker half of
-    the pixels, share of pixels at luma >= 250 (/255, BT.709), and mean CIELAB a*, b* (cast)."""
-    import kornia
-
-    parts = []
-    for chunk in frames.split(32):  # float copies of a whole clip would not fit in memory
-        x = chunk.float() / 255
-        y = (0.2126 * x[:, 0] + 0.7152 * x[:, 1] + 0.0722 * x[:, 2]).flatten(1) * 255  # (T, H*W)
-        dark = y.sort(dim=1).values[:, : y.shape[1] // 2]
-        lab = kornia.color.rgb_to_lab(x)
-        parts.append({"luma": y.mean(1), "darker_half": dark.mean(1), "blown": (y >= 250).float().mean(1),
-                      "a": lab[:, 1].mean((1, 2)), "b": lab[:, 2].mean((1, 2))})
-    return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
 
 
 def cmd_realclip(args) -> int:
