@@ -89,4 +89,24 @@ def conversion_for(hdr: str | None, mode: str) -> HdrConversion | None:
     return HdrConversion(transfer=hdr, mode=mode)
 
 
-__all__ = ["HDR_MODES", "HdrConversion", "check_mode", "conversion_for"]
+def describe_video(source: str, mode: str = "sdr") -> dict[str, object]:
+    """What ``vidllie info VIDEO`` prints: the video stream, and whether it is HDR and what
+    ``vidllie enhance --hdr MODE`` does with it (opens the file, decodes the first frame)."""
+    from vidllie.video import VideoReader
+
+    check_mode(mode)
+    with VideoReader(source, allow_hdr="convert", passthrough=True) as reader:
+        i = reader.info
+    conversion = conversion_for(i.hdr, mode)
+    return {
+        "source": i.source, "width": i.width, "height": i.height,
+        "fps": float(i.fps) if i.fps else None, "frames": i.frame_count, "duration_s": i.duration,
+        "codec": i.codec, "pix_fmt": i.pix_fmt, "bit_depth": i.bit_depth, "matrix": i.matrix,
+        "audio_streams": len(i.audio), "hdr": i.hdr,
+        "enhance": conversion.describe() if conversion is not None else {
+            "input": i.hdr, "mode": mode, "conversion": None,
+            "output": "SDR BT.709" if i.hdr is None else "code values as-is, tagged SDR BT.709"},
+    }
+
+
+__all__ = ["HDR_MODES", "HdrConversion", "check_mode", "conversion_for", "describe_video"]
