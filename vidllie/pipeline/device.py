@@ -14,7 +14,7 @@ import sys
 
 import torch
 
-from vidllie.errors import DeviceError
+from vidllie.errors import DeviceError, InputError
 
 PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
@@ -60,7 +60,7 @@ def resolve_precision(precision: str | None, device: torch.device) -> torch.dtyp
     if precision == "auto":
         return torch.float16 if device.type == "cuda" else torch.float32
     if precision not in PRECISIONS:
-        raise DeviceError(f"unknown precision {precision!r}; use auto, fp32, fp16 or bf16")
+        raise InputError(f"--precision {precision!r} is not a precision: use auto, fp32, fp16 or bf16")
     dtype = PRECISIONS[precision]
     if dtype is torch.bfloat16 and device.type == "cuda" and not torch.cuda.is_bf16_supported():
         raise DeviceError(f"bf16 is not supported on {torch.cuda.get_device_name(device)}; use fp16")

@@ -55,8 +55,8 @@ def choose_encoder(codec: str | None, fmt: str, kind: str) -> str:
     return codec
 
 
-# x264/x265 preset names, and the crf range each encoder takes (x264/x265 clamp a larger value
-# silently; 10-bit x264 takes up to 63).
+# x264/x265 preset names (VP9/AV1 map the same names), and the crf range each encoder takes
+# (x264/x265 clamp a larger value silently).
 _X26X_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow",
                  "slower", "veryslow", "placebo")
 _CRF_RANGE = {"libx264": (0, 51), "libx265": (0, 51), "libvpx-vp9": (0, 63), "libvpx": (4, 63),
@@ -74,13 +74,14 @@ def check_encoder_settings(codec: str, crf: int | None, preset: str | None,
     ...
     vidllie.errors.OutputError: --crf 99 is out of range for libx264: use 0 to 51 (lower = better)
     """
-    if preset is not None and codec in _X26X and preset not in _X26X_PRESETS:
-        raise OutputError(f"--preset {preset!r} is not a {codec} preset: use "
+    takes_preset = codec in _X26X or codec.startswith("libvpx") or codec == "libsvtav1"
+    if preset is not None and takes_preset and preset not in _X26X_PRESETS:
+        raise OutputError(f"--preset {preset!r} is not a preset for {codec}: use "
                           f"{', '.join(_X26X_PRESETS)}")
     if crf is not None and codec in _CRF_RANGE:
         low, high = _CRF_RANGE[codec]
         if codec == "libx264" and bit_depth > 8:
-            high = 63
+            low = -6 * (bit_depth - 8)  # x264's crf scale extends below 0 at high bit depth
         if not low <= crf <= high:
             raise OutputError(f"--crf {crf} is out of range for {codec}: use {low} to {high} "
                               "(lower = better)")

@@ -130,6 +130,8 @@ class LiveSource:
                                 offset = (last_time + max(gap, _period(self.info))) - item.time
                                 self.gaps.append(round(gap, 3))
                                 joined = False
+                                warn(f"{self.source}: reconnected; the recording has a gap of "
+                                     f"{gap:.1f} s after {last_time - lo:.1f} s of output")
                             t = item.time + offset
                             if hi is not None and t >= hi - 1e-6:
                                 self.stopped_by = "end"

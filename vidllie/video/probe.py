@@ -185,10 +185,22 @@ def stream_duration(container: av.container.InputContainer, vs: av.video.VideoSt
     stream gives none), None when unknown."""
     if vs.duration:
         return float(vs.duration * time_base)
-    if container.duration:
+    tagged = _tag_seconds(vs.metadata.get("DURATION"))  # Matroska's per-stream duration
+    if tagged:
+        return tagged
+    if container.duration:  # of the longest stream: often the audio, a frame or so longer
         return container.duration / 1e6 - max(0.0, stream_start - (
             (container.start_time or 0) / 1e6))
     return None
+
+
+def _tag_seconds(text: str | None) -> float | None:
+    """'00:00:01.600000000' -> 1.6; None for a missing or malformed tag."""
+    try:
+        h, m, sec = (text or "").split(":")
+        return int(h) * 3600 + int(m) * 60 + float(sec)
+    except ValueError:
+        return None
 
 
 def timecode(container: av.container.InputContainer, vs: av.video.VideoStream) -> str | None:
