@@ -105,14 +105,16 @@ def passthrough_streams(container: av.container.InputContainer, reader) -> dict[
     return out
 
 
-def check_hdr(source: str, trc: int, allow_hdr: bool) -> str | None:
-    """"PQ" | "HLG" | None for a transfer characteristic; HDR is refused unless ``allow_hdr``."""
+def check_hdr(source: str, trc: int, allow_hdr: bool | str) -> str | None:
+    """"PQ" | "HLG" | None for a transfer characteristic. HDR is refused unless ``allow_hdr``:
+    True reads the code values as-is (with a warning), "convert" says the caller converts them
+    (:mod:`vidllie.pipeline.hdr` does), so no warning."""
     hdr = _HDR_TRC.get(trc)
     if hdr and not allow_hdr:
-        raise InputError(f"{source} is HDR ({hdr} transfer): vidllie enhances SDR video "
-                         "only; tone-map it to SDR BT.709 first (or pass allow_hdr=True to "
-                         "process the code values as-is)")
-    if hdr:
+        raise InputError(f"{source} is HDR ({hdr} transfer): this reader was asked for SDR "
+                         "video only (pass allow_hdr=True to read the code values as-is, or "
+                         "enhance it with vidllie, which converts HDR to SDR)")
+    if hdr and allow_hdr != "convert":
         warn(f"{source} is HDR ({hdr}); processing code values as-is, no tone mapping")
     return hdr
 
