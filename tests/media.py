@@ -238,6 +238,40 @@ def with_subtitles(src: str | Path, dst: str | Path,
 
 
 # ---------------------------------------------------------------- probes (plain PyAV, no vidllie)
+def with_dolby_vision_84(src: str | Path, dst: str | Path) -> Path:
+    """Copy an HEVC HLG MP4 written by :func:`make_clip` (its moov follows the mdat) adding a
+    Dolby Vision configuration box (dvcC: profile 8, level 1, RPU and base layer present,
+    compatibility id 4 = HLG), as an iPhone's Dolby Vision 8.4 file carries; FFmpeg reports it as
+    "DOVI configuration record". The HEVC stream is the HLG base layer, unchanged."""
+    data = bytearray(Path(src).read_bytes())
+    fields = (8 << 9) | (1 << 3) | (1 << 2) | 1  # profile 8, level 1, rpu 1, el 0, bl 1
+    body = bytes([1, 0]) + fields.to_bytes(2, "big") + bytes([4 << 4]) + bytes(19)
+    box = (8 + len(body)).to_bytes(4, "big") + b"dvcC" + body
+
+    def find(start: int, end: int, parents: list[int]):
+        pos = start
+        while pos < end:
+            size, kind = int.from_bytes(data[pos:pos + 4], "big"), bytes(data[pos + 4:pos + 8])
+            if kind in (b"moov", b"trak", b"mdia", b"minf", b"stbl"):
+                found = find(pos + 8, pos + size, parents + [pos])
+                if found:
+                    return found
+            elif kind == b"stsd":
+                entry = pos + 16  # full-box header and entry count
+                assert bytes(data[entry + 4:entry + 8]) in (b"hev1", b"hvc1")
+                return parents + [pos, entry], entry + int.from_bytes(data[entry:entry + 4], "big")
+            pos += size
+        return None
+
+    parents, at = find(0, len(data), [])
+    assert data.find(b"mdat") < parents[0], "moov must follow mdat (chunk offsets unchanged)"
+    data[at:at] = box
+    for p in parents:
+        data[p:p + 4] = (int.from_bytes(data[p:p + 4], "big") + len(box)).to_bytes(4, "big")
+    Path(dst).write_bytes(bytes(data))
+    return Path(dst)
+
+
 def rgb_frames(path: str | Path) -> np.ndarray:
     """Every video frame of ``path`` decoded to (N, H, W, 3) uint8 RGB."""
     with av.open(str(path)) as c:
