@@ -3,6 +3,7 @@ temporal stage as configured, grey in -> grey out), and again with the temporal 
 
     python scripts/realclip_report.py --model fast --model quality   # all clips, both settings
     python scripts/realclip_report.py --model default --clips dashcam lamp --png /tmp/rc
+    python scripts/realclip_report.py --model fast --scene-exposure     # with vidllie/pipeline/exposure.py
 
 Clips: ``dashcam`` (the first 90 frames of ../shared/media/night_dashcam.mp4, 640x360, real) and
 the night clips of :data:`vidllie.train.realclip.CLIPS` (72 frames, 480x270, made with the
@@ -88,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
                     import kornia
 
                     args.png.mkdir(parents=True, exist_ok=True)
-                    tag = f"{Path(model).stem}_t{enhancer.smoother.strength:g}"
+                    tag = f"{Path(model).stem}{'+scene' if enhancer.exposure.enabled else ''}_t{enhancer.smoother.strength:g}"
                     for i in (30, 31, 32):
                         if i < len(clip):
                             kornia.io.write_image(str(args.png / f"{name}_{i}_input.png"), clip[i].contiguous())
