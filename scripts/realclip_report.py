@@ -35,9 +35,9 @@ SHARED = Path(os.environ.get("VIDLLIE_SHARED", REPO.parent / "shared"))
 DASHCAM_FRAMES = 90
 
 
-def load_clip(name: str) -> tuple[torch.Tensor, str]:
+def load_clip(name: str, dashcam_frames: int = DASHCAM_FRAMES) -> tuple[torch.Tensor, str]:
     if name == "dashcam":
-        return read_clip(SHARED / "media" / "night_dashcam.mp4", DASHCAM_FRAMES), "dashcam"
+        return read_clip(SHARED / "media" / "night_dashcam.mp4", dashcam_frames), "dashcam"
     return night_clip(name, SHARED)
 
 
@@ -56,12 +56,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--png", type=Path, help="save frames 30-32 of input and outputs here")
     ap.add_argument("--json", type=Path, help="write all figures here")
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--dashcam-frames", type=int, default=DASHCAM_FRAMES, help="frames of the dashcam clip (1118: all)")
     ap.add_argument("--scene-exposure", action="store_true", help="turn the scene-exposure stage on")
     args = ap.parse_args(argv)
     if not SHARED.is_dir():
         print(f"realclip_report: {SHARED} not found (set VIDLLIE_SHARED)", file=sys.stderr)
         return 2
-    clips = {name: load_clip(name) for name in args.clips}
+    clips = {name: load_clip(name, args.dashcam_frames) for name in args.clips}
     settings = [None, 0.0] if args.temporal is None else args.temporal
     report, failures = {}, 0
     for model in args.model or ["default"]:
