@@ -30,7 +30,7 @@ import torch
 from vidllie.errors import InputError
 from vidllie.pipeline.device import peak_host_rss, synchronize
 from vidllie.pipeline.enhancer import Enhancer
-from vidllie.pipeline.environment import library_versions, torch_threads
+from vidllie.pipeline.environment import available_cpus, library_versions, torch_threads
 from vidllie.pipeline.options import DEFAULTS, parse_size
 from vidllie.pipeline.timing import STAGES
 
@@ -121,11 +121,15 @@ def run_bench(
     runtime: str = DEFAULTS.runtime,
     threads: int | None = None,
     workdir: str | os.PathLike | None = None,
+    load: int = 0,
 ) -> dict[str, Any]:
     """Benchmark the pipeline on ``source`` (a video) or a ``synthetic`` ``WxH`` clip.
 
     Returns a JSON-ready dict (see :func:`format_report`). ``warmup`` frames (default two
-    batches) run through the model first and are not timed.
+    batches) run through the model first and are not timed. ``load`` > 0: the same measurement
+    twice in this call, idle first, then beside ``load`` busy processes
+    (:func:`~vidllie.pipeline.load.busy_processes`); the idle report gets a ``load`` section with
+    the loaded figures and the loaded/idle ratios (:func:`~vidllie.pipeline.load.load_ratios`).
 
     Example:
         >>> r = run_bench(synthetic="640x360", model="default", frames=60)  # doctest: +SKIP
@@ -135,6 +139,8 @@ def run_bench(
         raise InputError("give either an input video or --synthetic WxH")
     if frames < 1:
         raise InputError("--frames must be >= 1")
+    if load < 0:
+        raise InputError("--load must be >= 0")
     warmup = 2 * batch_size if warmup is None else warmup
     with tempfile.TemporaryDirectory(prefix="vidllie-bench-", dir=workdir) as tmp:
         if synthetic is not None:
@@ -158,14 +164,27 @@ def run_bench(
             enhancer.process_batch(images[i % len(images) : i % len(images) + batch_size])
         synchronize(enhancer.device)
 
-        model_only = _model_only(enhancer, images)
-        del images
-
         out = Path(tmp) / f"bench_out{Path(source).suffix or '.mp4'}"
-        e2e = enhancer.enhance_video(
-            source, out, max_frames=frames, codec=codec, crf=crf, preset=preset, overwrite=True,
-        )
-    return _report(enhancer, e2e, model_only, source, synthetic, width, height, frames, warmup)
+
+        def measure() -> dict[str, Any]:
+            model_only = _model_only(enhancer, images)
+            e2e = enhancer.enhance_video(
+                source, out, max_frames=frames, codec=codec, crf=crf, preset=preset, overwrite=True,
+            )
+            return _report(enhancer, e2e, model_only, source, synthetic, width, height, frames, warmup)
+
+        report = measure()
+        if load:
+            from vidllie.pipeline.load import busy_processes, load_ratios
+
+            with busy_processes(load):
+                time.sleep(0.5)  # let the scheduler spread the loops over the CPUs
+                loaded = measure()
+            keep = ("end_to_end", "model_only", "pipeline_efficiency", "stages", "threads_busy_seconds",
+                    "bound_by", "compute_waits")
+            report["load"] = {"processes": load, "loaded": {k: loaded[k] for k in keep},
+                              "ratios": load_ratios(report, loaded)}
+    return report
 
 
 def _report(enhancer: Enhancer, e2e, model_only, source, synthetic, width, height, frames, warmup) -> dict[str, Any]:
@@ -220,7 +239,8 @@ def _report(enhancer: Enhancer, e2e, model_only, source, synthetic, width, heigh
             "dino_cache": enhancer.cache is not None and enhancer.cache.enabled,
             "reuse": enhancer.reuse.enabled,
             "codec": e2e["video"]["codec"], "crf": e2e["video"]["crf"], "preset": e2e["video"]["preset"],
-            "torch_threads": e2e.get("torch_threads"),
+            "torch_threads": e2e.get("torch_threads"), "model_threads": e2e.get("model_threads"),
+            "small_stage_threads": e2e.get("small_stage_threads"), "available_cpus": available_cpus(),
         },
         "versions": library_versions(),
     }
@@ -231,20 +251,35 @@ def format_report(r: dict[str, Any]) -> str:
     src = r["input"] or f"synthetic {r['synthetic']}"
     hit = r["dino_cache_hit_rate"]
     hit_text = "n/a (no DINO)" if hit is None else f"{hit:.3f}"
+    load = r.get("load")
+    ratios = load["ratios"] if load else None
     lines = [
         f"vidllie bench: {src} ({r['width']}x{r['height']}, {r['frames']} frames after {r['warmup_frames']} warm-up)",
         f"device {r['device']} ({r['device_name']}), {r['settings']['runtime']} runtime, precision {r['settings']['precision']}, "
         f"batch {r['settings']['batch_size']}, model {r['settings']['model']['name']}",
         "",
-        f"{'end-to-end':<22}{r['end_to_end']['fps']:>10.2f} frames/s",
-        f"{'model-only':<22}{r['model_only']['fps']:>10.2f} frames/s",
+    ]
+    if load:
+        lines.append(f"{'':<22}{'idle':>10}{'loaded':>10}{'ratio':>8}   ({load['processes']} busy processes; "
+                     "frames/s ratio loaded/idle)")
+        for key, label in (("end_to_end", "end-to-end"), ("model_only", "model-only")):
+            lines.append(f"{label:<22}{r[key]['fps']:>10.2f}{load['loaded'][key]['fps']:>10.2f}"
+                         f"{_num(ratios[key], 8, 2)}   frames/s")
+    else:
+        lines += [f"{'end-to-end':<22}{r['end_to_end']['fps']:>10.2f} frames/s",
+                  f"{'model-only':<22}{r['model_only']['fps']:>10.2f} frames/s"]
+    lines += [
         f"{'pipeline efficiency':<22}{r['pipeline_efficiency']:>10.3f}",
         "",
-        f"{'stage':<12}{'ms/frame':>10}{'seconds':>10}",
+        f"{'stage':<12}{'ms/frame':>10}{'seconds':>10}" + (f"{'loaded ms':>11}{'x idle':>8}" if load else ""),
     ]
     for name, s in r["stages"].items():
         ms = s["ms_per_frame"]
-        lines.append(f"{name:<12}{(ms if ms is not None else 0.0):>10.2f}{s['seconds']:>10.3f}")
+        row = f"{name:<12}{(ms if ms is not None else 0.0):>10.2f}{s['seconds']:>10.3f}"
+        if load:
+            other = load["loaded"]["stages"].get(name, {}).get("ms_per_frame")
+            row += f"{_num(other, 11, 2)}{_num(ratios['stages'].get(name), 8, 2)}"
+        lines.append(row)
     lines += [
         "",
         "busy seconds per thread: " + ", ".join(f"{k} {v:.2f}" for k, v in r["threads_busy_seconds"].items()),
@@ -257,6 +292,10 @@ def format_report(r: dict[str, Any]) -> str:
         "versions: " + ", ".join(f"{k} {v}" for k, v in r["versions"].items() if v),
     ]
     return "\n".join(lines)
+
+
+def _num(x: float | None, width: int, digits: int) -> str:
+    return f"{x:>{width}.{digits}f}" if x is not None else f"{'n/a':>{width}}"
 
 
 def compare_reports(report: dict[str, Any], reference: dict[str, Any]) -> dict[str, Any]:
