@@ -18,12 +18,41 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+from typer.core import TyperGroup
+
+try:  # typer >= 0.20 carries its own click
+    from typer._click.exceptions import ClickException, NoArgsIsHelpError
+    from typer.exceptions import Abort
+except ImportError:
+    from click.exceptions import Abort, ClickException, NoArgsIsHelpError
 
 from vidllie import __version__
 from vidllie.errors import OutputClosedError, OutputError, VidllieError
 from vidllie.pipeline.options import DEFAULTS as ENHANCE
 
+class _OneLineErrors(TyperGroup):
+    """Usage errors (a bad option value, a missing argument) as the one line every other error
+    gets, with exit code 2, instead of click's usage box."""
+
+    def main(self, *args, standalone_mode: bool = True, **kwargs):
+        if not standalone_mode:
+            return super().main(*args, standalone_mode=False, **kwargs)
+        try:
+            code = super().main(*args, standalone_mode=False, **kwargs)
+        except NoArgsIsHelpError as err:
+            err.show()  # `vidllie` alone: the help
+            sys.exit(0)
+        except ClickException as err:
+            _say(f"vidllie: error: {err.format_message()}")
+            sys.exit(err.exit_code)
+        except Abort:
+            _say("vidllie: interrupted")
+            sys.exit(130)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
 app = typer.Typer(
+    cls=_OneLineErrors,
     name="vidllie",
     help="Video low-light enhancement: a DINO-guided Restormer with temporal smoothing.",
     no_args_is_help=True,
@@ -45,7 +74,12 @@ def user_errors() -> Iterator[None]:
     previous = warnings.showwarning
 
     def show(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ARG001
-        _say(f"vidllie: warning: {message}")
+        try:  # on a line of its own above a progress bar (tqdm clears and redraws the bar)
+            from tqdm import tqdm
+
+            tqdm.write(f"vidllie: warning: {message}", file=sys.stderr)
+        except OSError:
+            pass
 
     warnings.showwarning = show
     try:
@@ -78,8 +112,10 @@ class _Progress:
 
     def __init__(self, name: str, quiet: bool) -> None:
         self.name, self.quiet, self.bar = name, quiet, None
+        self.done = 0  # frames written so far (a cut stream reports it)
 
     def __call__(self, done: int, total: int | None) -> None:
+        self.done = done
         if self.quiet:
             return
         if self.bar is None:
@@ -126,6 +162,7 @@ def enhance(
     segment: Optional[float] = typer.Option(None, "--segment", min=1.0, help="Write rolling files of this many seconds, each complete, named <stem>_YYYYmmdd-HHMMSS.<ext> by start time (cameras)."),
     reconnect: int = typer.Option(5, "--reconnect", min=0, help="Reopen a dropped live stream up to this many times in a row (0 = never)."),
     no_audio: bool = typer.Option(False, "--no-audio", help="Leave the audio out."),
+    hdr: str = typer.Option("sdr", "--hdr", help="HDR (HLG/PQ) input: sdr = convert to SDR BT.709 (tone-mapped in linear light), keep = write 10-bit HEVC HLG BT.2020 with the highlights, as-is = enhance the code values untouched. Files only."),
     temporal: float = typer.Option(ENHANCE.temporal, "--temporal", min=0.0, max=1.0, help="Temporal smoothing strength, 0 = off."),
     dino_cache: bool = typer.Option(ENHANCE.dino_cache, "--dino-cache/--no-dino-cache", help="Reuse DINO features across similar frames."),
     cache_threshold: float = typer.Option(ENHANCE.cache_threshold, "--cache-threshold", min=0.0, help="Max thumbnail difference to reuse DINO features."),
@@ -156,7 +193,7 @@ def enhance(
                 model=model, dino=dino, device=device, precision=precision, batch_size=batch_size, chunk=chunk,
                 tile_overlap=tile_overlap, temporal=temporal, dino_cache=dino_cache,
                 cache_threshold=cache_threshold, cache_max_age=cache_max_age, compile=compile, threads=threads,
-                runtime=runtime, reuse=reuse, start=start, end=end, codec=codec, crf=crf, preset=preset, pix_fmt=pix_fmt, audio=not no_audio,
+                runtime=runtime, reuse=reuse, start=start, end=end, codec=codec, crf=crf, preset=preset, pix_fmt=pix_fmt, audio=not no_audio, hdr=hdr,
             ),
         )
     with user_errors(), contextlib.ExitStack() as claims:
@@ -166,7 +203,7 @@ def enhance(
         from vidllie.pipeline.interrupts import Interrupted, exit_code, signal_name, signals_finish, signals_interrupt
         from vidllie.pipeline.jobs import check_output_file, is_pipe, is_url, parse_time, plan_jobs
         from vidllie.pipeline.live import enhance_live
-        from vidllie.video.pipes import stdout_for_video
+        from vidllie.video.pipes import special_output_kind, stdout_for_video
 
         jobs = plan_jobs(inputs, output)
         t0, t1 = parse_time(start), parse_time(end)
@@ -179,6 +216,8 @@ def enhance(
             t1 = (t0 or 0.0) + length
         if segment is not None and is_pipe(jobs[0].dst):
             raise typer.BadParameter("--segment writes files: give -o NAME.mkv, not -o -")
+        if hdr not in ("sdr", "keep", "as-is"):
+            raise typer.BadParameter(f"--hdr must be sdr, keep or as-is (got {hdr!r})")
         if stats_json is not None:
             check_output_file(stats_json, "--stats-json")  # before the run, not after it
         pipe_kw, pix_fmt = _pipe_options(jobs, out_format, input_format, size, rate, pix_fmt)
@@ -203,8 +242,12 @@ def enhance(
             stop = threading.Event()
             video = dict(start=t0, end=t1, codec=codec, crf=crf, preset=preset, pix_fmt=pix_fmt,
                          audio=not no_audio, overwrite=yes, progress=progress, **pipe_kw)
+            # An existing FIFO or device is written into as a stream (never replaced): no -y.
+            special = not is_pipe(job.dst) and special_output_kind(job.dst) is not None
             try:
-                if not is_pipe(job.dst) and job.dst.exists() and not yes and segment is None:
+                if not is_pipe(job.dst) and job.dst.exists() and not yes and segment is None and not special:
+                    if not (is_url(job.src) or is_pipe(job.src)) and job.dst.samefile(job.src):
+                        raise OutputError(f"output path is the input file ({job.dst}); give another name with -o")
                     raise OutputError(f"{job.dst} exists; pass -y to overwrite")
                 if streamed or segment is not None:
                     with signals_finish(stop) if streamed else signals_interrupt():
@@ -216,13 +259,20 @@ def enhance(
                              f"output finished")
                 else:
                     with signals_interrupt():  # SIGTERM/SIGHUP abort like Ctrl-C: no temp file left
-                        stats = enhancer.enhance_video(job.src, dst, **video)
+                        stats = enhancer.enhance_video(job.src, dst, hdr=hdr, **video)
             except OutputClosedError as err:
                 progress.close()  # the reader downstream stopped (| head): end quietly
                 raise typer.Exit(err.exit_code) from None
             except KeyboardInterrupt as err:
                 progress.close()  # end the bar's line first: the message gets its own line
-                what = "finished segments are kept" if segment is not None else f"nothing was written to {job.dst}"
+                if segment is not None:
+                    what = "finished segments are kept"
+                elif video_out is not None or special:
+                    sent = f"{video_out.bytes_written:,} bytes, " if video_out is not None else ""
+                    what = (f"the stream to {job.dst} was cut after {sent}{progress.done} frames "
+                            "(no trailer: Matroska/MPEG-TS/NUT players play it up to the cut)")
+                else:
+                    what = f"nothing was written to {job.dst}"
                 _say(f"vidllie: interrupted ({signal_name(err)}); {what}")
                 raise typer.Exit(exit_code(err)) from None
             except VidllieError as err:
@@ -312,15 +362,25 @@ def _enhance_batch(inputs, output, *, yes, quiet, stats_json, workers, gpus_per_
 
 @app.command()
 def info(
-    model: str = typer.Argument("default", help="Checkpoint, 'default', or a variant name (tiny, small, restormer, ...)."),
+    model: str = typer.Argument("default", help="Checkpoint, 'default', or a variant name (tiny, small, restormer, ...); or a video file (its stream, HDR or not, and what enhance does with it)."),
     size: str = typer.Option("640x360", "--size", help="Frame size for the MACs count, WxH."),
     dino: Optional[str] = typer.Option(None, "--dino", help="DINO backbone id/folder to count its frozen parameters; 'none' skips it."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ) -> None:
-    """Parameters (trainable/frozen), MACs per frame, DINO backbone and injection levels."""
+    """Parameters (trainable/frozen), MACs per frame, DINO backbone and injection levels; for a
+    video file: its stream, and whether it is HDR and what enhance does with it."""
     with user_errors():
         from vidllie.models.info import describe, format_info
+        from vidllie.pipeline.jobs import VIDEO_SUFFIXES
         from vidllie.pipeline.options import parse_size
+
+        if Path(model).suffix.lower() in VIDEO_SUFFIXES:
+            from vidllie.pipeline.hdr import describe_video
+
+            d = describe_video(model)
+            typer.echo(json.dumps(d, indent=2) if as_json else "\n".join(
+                f"{k:<14}{json.dumps(v) if isinstance(v, dict) else v}" for k, v in d.items()))
+            return
 
         width, height = parse_size(size)
         use_dino: object = False if (dino or "").lower() == "none" else dino
@@ -350,9 +410,10 @@ def bench(
     preset: str = typer.Option("medium", "--preset"),
     compile: bool = typer.Option(ENHANCE.compile, "--compile"),
     runtime: str = typer.Option(ENHANCE.runtime, "--runtime", help="CPU runtime: auto, torch or openvino."),
-    threads: Optional[int] = typer.Option(ENHANCE.threads, "--threads", min=1, help="Torch CPU threads (default: all cores)."),
+    threads: Optional[int] = typer.Option(ENHANCE.threads, "--threads", min=1, help="CPU threads of the model (default: every CPU this process may use)."),
     json_path: Optional[Path] = typer.Option(None, "--json", help="Write the full report as JSON here."),
     quiet: bool = typer.Option(False, "-q", "--quiet", help="No table on stdout."),
+    load: int = typer.Option(0, "--load", min=0, help="Measure again beside N busy processes (started and killed by bench) and report loaded/idle ratios."),
     dino_timing: bool = typer.Option(False, "--dino-timing", help="Instead: time a randomly initialised DINOv3 ViT-S/16 of the real size (timing only, never used to enhance) at 360p/720p/1080p."),
 ) -> None:
     """Frame-rate benchmark of the real pipeline with a per-stage breakdown."""
@@ -376,7 +437,7 @@ def bench(
             synthetic=synthetic, dino=dino, frames=frames, warmup=warmup,
             batch_size=batch_size, device=device, precision=precision, dino_cache=dino_cache == "on",
             temporal=temporal, chunk=chunk, codec=codec, crf=crf, preset=preset, compile=compile,
-            threads=threads, reuse=reuse, runtime=runtime,
+            threads=threads, reuse=reuse, runtime=runtime, load=load,
         )
         r = run_bench(input, model=model, **settings)
         if not quiet:
@@ -429,6 +490,11 @@ def _write_json(path: Path, data: dict) -> None:
     except OSError as err:
         raise OutputError(f"cannot write {path}: {err.strerror}") from None
 
+
+# `vidllie preview` lives in cli_preview.py (this module's size limit).
+from vidllie.cli_preview import register as _register_preview  # noqa: E402
+
+_register_preview(app, user_errors, _Progress)
 
 if __name__ == "__main__":
     app()

@@ -38,7 +38,9 @@ from vidllie.pipeline.device import (
     resolve_precision,
 )
 from vidllie.pipeline.dino_cache import DinoCache
-from vidllie.pipeline.environment import default_cpu_threads, library_versions, torch_threads
+from vidllie.pipeline.exposure import SceneExposure
+from vidllie.pipeline.hdr import HdrConversion
+from vidllie.pipeline.environment import SMALL_STAGE_THREADS, default_cpu_threads, library_versions, torch_threads
 from vidllie.pipeline.openvino_runtime import PRECISION_HINTS, OpenVinoModel, resolve_runtime
 from vidllie.pipeline.options import EnhanceConfig
 from vidllie.pipeline.reuse import RegionReuse
@@ -105,6 +107,14 @@ class Enhancer:
             model_fn = OpenVinoModel(self.model, threads=self.threads, precision=hint)
         else:
             model_fn = torch.compile(self.model) if opts.compile else self.model
+        # Torch's threads for the run (None: leave torch's own, as on a GPU). The small element-wise
+        # stages (conversion, scene check, smoothing) run on one thread: with two, every op waits
+        # for both, and on a busy machine one of them is often not running (smoothing 6-11x slower
+        # under load, issue 28). On the OpenVINO runtime torch runs nothing else; on the torch
+        # runtime the model stage gets ``threads``.
+        cpu = self.device.type == "cpu"
+        self.small_threads = SMALL_STAGE_THREADS if cpu else None
+        self.torch_threads = self.small_threads if self.runtime == "openvino" else self.threads
         self.runner = ModelRunner(
             self.model, self.device, self.dtype, chunk=opts.chunk, tile_overlap=opts.tile_overlap,
             batch_size=opts.batch_size, model_fn=model_fn,
@@ -122,7 +132,11 @@ class Enhancer:
         # Change-driven inference; off = every frame whole (its stats still count the frames).
         self.reuse = RegionReuse(enabled=opts.reuse, max_age=opts.cache_max_age, align=self.align)
         self.smoother = TemporalSmoother(opts.temporal)
+        # Scene-level exposure and restraint at the noise floor (pipeline/exposure.py).
+        self.exposure = SceneExposure(enabled=False)
         self._frame_size: tuple[int, int] | None = None
+        # HDR input's conversion to the model's SDR and back (set per video run by video_job).
+        self.hdr: HdrConversion | None = None
 
     @property
     def precision_name(self) -> str:
@@ -139,6 +153,7 @@ class Enhancer:
     def reset(self) -> None:
         """Start a new stream: forget smoothing state, the DINO key frame and the last scene."""
         self.smoother.reset()
+        self.exposure.reset()
         self.cuts.reset()
         self.reuse.reset()
         if self.cache is not None:
@@ -158,7 +173,8 @@ class Enhancer:
     def to_float(self, x: torch.Tensor) -> torch.Tensor:
         """(B, H, W, 3) integer frames on the device -> (B, 3, H, W) float32 in [0, 1] (see
         :func:`vidllie.pipeline.transfer.to_float`)."""
-        return to_float(x, self.channels_last)
+        with torch_threads(self.small_threads):
+            return to_float(x, self.channels_last)
 
     # ------------------------------------------------------------------ one batch
     def process_batch(
@@ -182,11 +198,17 @@ class Enhancer:
         self._frame_size = size
         wide = first.dtype == np.uint16 if wide_output is None else wide_output
         n, timer = len(images), self.timer
-        with torch.inference_mode(), torch_threads(self.threads):
-            with timer.stage("upload", n):
+        with torch.inference_mode(), torch_threads(self.torch_threads):
+            with timer.stage("upload", n), torch_threads(self.small_threads):
                 x = upload(images, self.device, self.channels_last)
+            if self.hdr is not None:
+                with timer.stage("hdr_in", n), torch_threads(self.small_threads):
+                    x, ratio = self.hdr.to_sdr(x)
             y = self.compute(x)
-            with timer.stage("download", n):
+            if self.hdr is not None:
+                with timer.stage("hdr_out", n), torch_threads(self.small_threads):
+                    y = self.hdr.to_output(y, ratio)
+            with timer.stage("download", n), torch_threads(self.small_threads):
                 return download(y, self.device, wide)
 
     def compute(self, x: torch.Tensor) -> torch.Tensor:
@@ -194,8 +216,8 @@ class Enhancer:
         cache), model, smoothing. (B, 3, H, W) in [0, 1] -> (B, 3, H, W) in [0, 1]; keeps the
         stream state. ``vidllie bench`` times this alone as "model-only"."""
         n, timer = x.shape[0], self.timer
-        with torch.inference_mode(), torch_threads(self.threads):
-            with timer.stage("scene", n):
+        with torch.inference_mode(), torch_threads(self.torch_threads):
+            with timer.stage("scene", n), torch_threads(self.small_threads):
                 thumbs = luma_thumbnails(x)
                 cuts = self.cuts(thumbs)
                 plan = self.reuse.plan(x, cuts) if self.reuse.enabled else None
@@ -211,7 +233,8 @@ class Enhancer:
                 else:
                     grid = getattr(self.model, "dino_grid", None)
                     y = self.reuse.run(x, plan, self.runner.infer, dino_maps, grid)
-            with timer.stage("smoothing", n):
+            with timer.stage("smoothing", n), torch_threads(self.small_threads):
+                y = self.exposure(y, x, cuts)
                 # Grey in, grey out: an IR camera's frames (R = G = B) must not come out tinted.
                 return keep_grey(self.smoother(y, cuts, source=x), x)
 
@@ -252,7 +275,8 @@ class Enhancer:
         """Enhance a video file (or URL) into ``dst``; returns the stats dict.
 
         ``options``: ``start``, ``end`` (seconds), ``codec``, ``crf``, ``preset``, ``pix_fmt``,
-        ``audio``, ``overwrite``, ``progress``, ``queue_size``, ``max_frames``; see
+        ``audio``, ``overwrite``, ``progress``, ``queue_size``, ``max_frames``, ``hdr`` ("sdr",
+        "keep" or "as-is": what HLG/PQ input becomes, :mod:`vidllie.pipeline.hdr`); see
         :func:`vidllie.pipeline.video_job.enhance_video_file`, which does the work.
         """
         from vidllie.pipeline.video_job import enhance_video_file
@@ -278,7 +302,9 @@ class Enhancer:
             "temporal": self.smoother.strength,
             "device": str(self.device),
             "device_name": device_name(self.device),
-            "torch_threads": self.threads or torch.get_num_threads(),
+            "torch_threads": self.torch_threads or torch.get_num_threads(),
+            "model_threads": self.threads,  # the model stage's (torch's or OpenVINO's) on the CPU
+            "small_stage_threads": self.small_threads,
             "precision": self.precision_name,
             "runtime": self.runtime,
             "batch_size": self.batch_size,

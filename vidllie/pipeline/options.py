@@ -56,8 +56,9 @@ class EnhanceConfig:
             :mod:`vidllie.pipeline.openvino_runtime`) or ``auto`` (OpenVINO on the CPU when it is
             installed and no DINO runs and ``compile`` is off; torch elsewhere).
         channels_last: run convolutions in channels-last layout (faster on CPU and GPU).
-        threads: torch intra-op threads while enhancing on the CPU (``None``: all cores); restored
-            afterwards. Ignored on GPUs.
+        threads: the model's CPU threads, torch's or OpenVINO's (``None``: every CPU this process
+            may use: its affinity mask, capped by a cgroup quota); torch's count is restored
+            afterwards. The small element-wise stages run on one thread. Ignored on GPUs.
     """
 
     model: Any = "default"

@@ -14,10 +14,12 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 
 import numpy as np
 
-from vidllie.pipeline.environment import torch_threads
+from vidllie.pipeline.environment import codec_threads, torch_threads
+from vidllie.pipeline.hdr import HdrConversion, check_mode as check_hdr_mode, conversion_for
 from vidllie.pipeline.streaming import StreamCounts, run_stream
 from vidllie.pipeline.transfer import bits_per_component
 from vidllie.video import Frame, PassthroughPacket, VideoInfo, VideoReader, VideoWriter
+from vidllie.video.info import warn
 
 if TYPE_CHECKING:
     from vidllie.pipeline.enhancer import Enhancer
@@ -42,6 +44,7 @@ def enhance_video_file(
     format: str | None = None,
     input_format: str | None = None,
     input_options: dict[str, str] | None = None,
+    hdr: str = "sdr",
 ) -> dict[str, Any]:
     """:meth:`Enhancer.enhance_video`: enhance a video file (or URL) into ``dst``; returns the stats dict.
 
@@ -56,23 +59,53 @@ def enhance_video_file(
     (default: from the suffix, Matroska for a stream; ``"rawvideo"`` for bare frames),
     ``input_format``/``input_options`` the demuxer and its options (e.g. "rawvideo" with
     :func:`~vidllie.video.pipes.raw_video_options`).
+
+    ``hdr``: what HDR (HLG/PQ) input becomes (see :mod:`vidllie.pipeline.hdr`): "sdr" (default,
+    converted to SDR BT.709 before the model), "keep" (10-bit HEVC HLG BT.2020 out, highlights
+    kept) or "as-is" (code values untouched). The stats' ``hdr`` section says what was done.
     """
+    check_hdr_mode(hdr)
     enhancer.reset()
     enhancer.reset_stats()
     t_start = time.perf_counter()
+    threads = codec_threads()  # None: FFmpeg's automatic count (no cgroup quota below the CPUs)
     with VideoReader(src, start=start, end=end, max_frames=max_frames, format=input_format,
-                     options=input_options) as reader:
+                     options=input_options, threads=threads or "AUTO",
+                     allow_hdr=True if hdr == "as-is" else "convert") as reader:
         info = reader.info
+        conversion = conversion_for(info.hdr, hdr)
+        if hdr == "keep" and info.hdr is None:
+            warn(f"{reader.source} is SDR: hdr='keep' has nothing to keep, writing SDR BT.709")
+        elif info.hdr and hdr == "as-is":
+            warn(f"{reader.source} is HDR ({info.hdr}): enhancing its code values as-is "
+                 "(hdr='as-is'), tagged as SDR BT.709")
+        keep = conversion is not None and conversion.mode == "keep"
         offset = info.start_time if (start or end is not None) else 0.0
         writer = VideoWriter(
             dst, info, codec=codec, crf=crf, preset=preset, pix_fmt=pix_fmt, audio=audio,
             time_offset=offset, overwrite=overwrite, format=format,
+            options={"threads": str(threads)} if threads else None, hdr="HLG" if keep else None,
         )
-        counts = run_enhancement(enhancer, reader.stream(), writer, info, total=info.estimated_frames,
-                                 progress=progress, queue_size=queue_size)
+        enhancer.hdr = conversion  # for this run only: enhance_frames() and others never see it
+        try:
+            counts = run_enhancement(enhancer, reader.stream(), writer, info,
+                                     total=info.estimated_frames, progress=progress,
+                                     queue_size=queue_size)
+        finally:
+            enhancer.hdr = None
     return run_stats(enhancer, counts, t_start, source=reader.source, output=str(writer.path),
                      info=info, writer=writer, crf=crf, preset=preset, start=start, end=end,
-                     audio=audio)
+                     audio=audio, hdr=hdr_stats(info, hdr, conversion))
+
+
+def hdr_stats(info: VideoInfo, mode: str, conversion: HdrConversion | None) -> dict[str, Any]:
+    """The stats' ``hdr`` section: whether the input was HDR and what was done with it."""
+    if conversion is not None:
+        return conversion.describe()
+    if info.hdr is None:
+        return {"input": None, "mode": mode, "output": "SDR BT.709", "conversion": None}
+    return {"input": info.hdr, "mode": mode, "output": "code values as-is, tagged SDR BT.709",
+            "conversion": None}
 
 
 def run_enhancement(
@@ -106,8 +139,8 @@ def run_enhancement(
         # 16-bit frames for >8-bit input or output: the writer takes both for any pix_fmt.
         return enhancer.process_batch(images, wide_output=out_wide)
 
-    # Set torch's thread count once for the run: resizing its pool per batch costs ~10 ms.
-    with torch_threads(enhancer.threads):
+    # Set torch's thread count once for the run (the enhancer's small stages set theirs inside).
+    with torch_threads(enhancer.torch_threads):
         return run_stream(
             items, writer, process, batch_size=enhancer.batch_size, timer=enhancer.timer,
             queue_size=queue_size, progress=on_written,

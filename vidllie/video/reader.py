@@ -50,7 +50,8 @@ class VideoReader:
     ``threads``: "AUTO" (frame + slice threads, FFmpeg picks the count) or an int.
     ``options``: FFmpeg demuxer options (URLs get ``rtsp_transport=tcp`` and a 10 s ``timeout``
     in microseconds unless given). HDR (PQ/HLG) input raises InputError unless ``allow_hdr=True``
-    (then code values are passed through untouched, with a warning: no tone mapping).
+    (then code values are passed through untouched, with a warning: no tone mapping) or
+    ``allow_hdr="convert"`` (the caller converts them, no warning: ``info.hdr`` says which).
     ``max_frames`` stops after that many frames (benchmarks, previews); passthrough packets stop
     at the same time.
     Every frame comes out at one size: the first frame's, or ``size`` (width, height) when given
@@ -66,7 +67,7 @@ class VideoReader:
 
     def __init__(self, source: str | os.PathLike | BinaryIO, *, start: float | None = None,
                  end: float | None = None, threads: str | int = "AUTO",
-                 options: dict[str, str] | None = None, allow_hdr: bool = False,
+                 options: dict[str, str] | None = None, allow_hdr: bool | str = False,
                  passthrough: bool = True, max_frames: int | None = None,
                  size: tuple[int, int] | None = None, format: str | None = None) -> None:
         self._pipe = borrow_input(source)
@@ -412,6 +413,12 @@ class VideoReader:
     @property
     def frames_read(self) -> int:
         return self._index
+
+    @property
+    def frames_decoded(self) -> int:
+        """Frames decoded so far: those yielded plus those dropped before ``start`` (after the
+        seek to the keyframe before it)."""
+        return self._index + self._dropped_before
 
     @property
     def closed(self) -> bool:

@@ -198,7 +198,7 @@ class VideoWriter:
         p = self.path
         src = self.info.source
         if not is_url(src) and _same_file(p, Path(src)):
-            raise OutputError(f"output path is the input file ({p}); choose another name")
+            raise OutputError(f"output path is the input file ({p}); give another name with -o")
         if p.is_dir():
             raise OutputError(f"output path is a directory: {p}")
         parent = p.parent
