@@ -75,6 +75,8 @@ def main(argv: list[str] | None = None) -> int:
                 from vidllie.pipeline.exposure import SceneExposure
 
                 enhancer.exposure = SceneExposure()
+                # the stage follows light changes itself: the smoother's persistence jump is off
+                enhancer.smoother.step = float("inf")
             label = f"{model}{'+scene' if enhancer.exposure.enabled else ''} temporal={enhancer.smoother.strength:g}"
             for name, (clip, kind) in clips.items():
                 t0 = time.perf_counter()

@@ -19,6 +19,11 @@ stage sits between the model and the temporal stage:
 3. **No veil.** The scene curve's gains are scaled down where they would lift the scene's mean
    luma above ``max_mean`` of the range.
 
+The stage follows light changes itself, so the temporal stage's persistence jump (its
+brightness snapping to the input's after ``persist`` frames beyond ``step``) is turned off with
+it (``smoother.step = inf``); with the jump on, the whole dashcam clip still pops by 6 levels
+(scripts/realclip_report.py)::
+
     exposure = SceneExposure()
     y = exposure(y, x, cuts)   # (T, 3, H, W) model output and input in [0, 1]
 """
