@@ -23,9 +23,9 @@ from vidllie.pipeline.options import EnhanceConfig
 MANIFEST_NAME = "vidllie-manifest.jsonl"
 
 # Options of one file's video (enhance_video_file keywords) that a batch passes through.
-VIDEO_OPTIONS = ("start", "end", "codec", "crf", "preset", "pix_fmt", "audio")
+VIDEO_OPTIONS = ("start", "end", "codec", "crf", "preset", "pix_fmt", "audio", "hdr")
 _VIDEO_DEFAULTS = {"start": None, "end": None, "codec": "libx264", "crf": 18, "preset": "medium",
-                   "pix_fmt": None, "audio": True}
+                   "pix_fmt": None, "audio": True, "hdr": "sdr"}
 # Enhancer options that do not change the output (where and how fast it runs): not in `settings`.
 _RUNTIME_OPTIONS = ("device", "batch_size", "compile", "runtime", "channels_last", "threads", "tile_overlap")
 
