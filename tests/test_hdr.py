@@ -16,6 +16,8 @@ from tests.media import audio_packets, make_clip, with_dolby_vision_84
 from vidllie import Enhancer
 from vidllie.cli import app
 from vidllie.ops import hdr as H
+from vidllie.ops.color import mean_luma
+from vidllie.pipeline.hdr import HdrConversion
 from vidllie.video import VideoReader
 
 W, HT, FRAMES = 64, 48, 6
@@ -228,3 +230,25 @@ def test_dolby_vision_84_reads_as_hlg(tmp_path, micro_path, mode):
         assert sum(1 for _ in c.decode(video=0)) == FRAMES
         assert int(c.streams.video[0].codec_context.color_trc) == (18 if mode == "keep" else 1)
     assert audio_packets(out) == audio_packets(dv)
+
+
+def test_preview_of_an_hdr_clip_shows_the_sdr_conversion(hdr_clip, tmp_path):
+    # preview converts HLG/PQ as enhance does: not refused, and the input column is the SDR
+    # picture the model sees (identity model: input and output columns agree).
+    from vidllie.pipeline.preview import preview
+
+    path, kind = hdr_clip
+    got = preview(path, tmp_path / "sheet.png", models=[Identity()], moments=2, frames=2,
+                  device="cpu", temporal=0.0, reuse=False, runtime="torch")
+    assert got["hdr"]["input"] == kind.upper() and got["hdr"]["output"] == "SDR BT.709"
+    for m in got["moments"]:
+        (luma_out,) = m["luma_out"].values()
+        assert abs(m["luma_in"] - luma_out) < 0.5, m
+    with VideoReader(path, allow_hdr=True) as r:  # the shown frame, converted here
+        frames = list(r)
+    shown = min(frames, key=lambda f: abs(f.time - got["moments"][0]["time"])).image
+    x = torch.from_numpy(shown.astype(np.float32) / 65535).permute(2, 0, 1)[None]
+    sdr, _ = HdrConversion(kind.upper()).to_sdr(x)
+    want = float(mean_luma(sdr.clamp(0, 1))[0]) * 255
+    raw = float(mean_luma(x)[0]) * 255
+    assert abs(got["moments"][0]["luma_in"] - want) < 0.5 and abs(raw - want) > 5

@@ -33,6 +33,7 @@ import torch
 from vidllie.errors import InputError, OutputError
 from vidllie.ops.color import mean_luma
 from vidllie.pipeline.enhancer import Enhancer
+from vidllie.pipeline.hdr import HdrConversion, conversion_for
 from vidllie.pipeline.jobs import check_output_file, is_pipe, is_url, parse_time
 from vidllie.pipeline.sheet import contact_sheet, split_screen, write_png
 from vidllie.video import VideoReader, VideoWriter
@@ -103,11 +104,22 @@ def _model_name(model: Any) -> str:
     return Path(text).stem if ("/" in text or text.endswith(".safetensors")) else text
 
 
+def _as_sdr(images: list[np.ndarray], conversion: HdrConversion | None) -> list[np.ndarray]:
+    """HDR input frames as the model sees them (SDR BT.709, uint16), for the input column."""
+    if conversion is None:
+        return images
+    x = torch.from_numpy(np.stack(images).astype(np.float32) / 65535.0).permute(0, 3, 1, 2)
+    sdr, _ = conversion.to_sdr(x)  # (B, 3, H, W) in [0, 1]
+    out = (sdr.clamp(0, 1) * 65535.0 + 0.5).to(torch.int32).permute(0, 2, 3, 1).numpy()
+    return list(out.astype(np.uint16))
+
+
 def _read_run(source: str, t: float, frames: int, fps: float, lo: float, end: float | None) -> tuple[list, float, int]:
     """Up to ``frames`` frames ending at ``t`` (not before ``lo``): (images, time of the last, frames decoded)."""
     run_start = max(lo, t - (frames - 0.5) / fps)  # [run_start, stop) holds `frames` frame slots
     stop = t + 0.5 / fps if end is None else min(t + 0.5 / fps, end)
-    with VideoReader(source, start=run_start, end=stop, max_frames=frames, passthrough=False) as reader:
+    with VideoReader(source, start=run_start, end=stop, max_frames=frames, passthrough=False,
+                     allow_hdr="convert") as reader:  # HLG/PQ: converted as `enhance` does
         got = list(reader)
         stream_start = reader.info.start_time - run_start
         decoded = reader.frames_decoded
@@ -158,8 +170,9 @@ def preview(
             if Path(path).exists() and not overwrite:
                 raise OutputError(f"{path} exists; pass -y to overwrite")
 
-    with VideoReader(src, passthrough=False) as probe:  # opening decodes the first frame only
+    with VideoReader(src, passthrough=False, allow_hdr="convert") as probe:  # decodes one frame
         info = probe.info
+    conversion = conversion_for(info.hdr, "sdr")  # HLG/PQ: shown and enhanced as SDR BT.709
     decoded = 1
     fps = float(info.fps or 25)
     duration = info.duration
@@ -190,6 +203,7 @@ def preview(
     total, done = len(models) * sum(len(r) for r in runs), 0
     for model, label in zip(models, names):
         enhancer = Enhancer(model, **options)
+        enhancer.hdr = conversion
         per_moment, seconds = [], []
         for images in runs:
             t0 = time.perf_counter()
@@ -204,6 +218,7 @@ def preview(
         outputs.append(per_moment)
         temporal = enhancer.smoother.strength
 
+    runs = [_as_sdr(r, conversion) for r in runs]  # the input column: HDR shown as the model saw it
     full_frames = info.estimated_frames if (start is None and end is None) else None
     full_frames = full_frames or max(1, round((hi - lo) * fps))
     rows, labels, figures = [], [], []
@@ -218,7 +233,7 @@ def preview(
         figures.append({"time": shown, "requested": chosen[i], "frames": len(images),
                         "luma_in": luma_in, "luma_out": luma_out})
     title = (f"{name}  {info.width}x{info.height}  {frames} frames enhanced per moment, the last shown  "
-             f"temporal {temporal:g}")
+             f"temporal {temporal:g}" + (f"  {info.hdr} -> SDR" if conversion else ""))
     sheet = contact_sheet(rows, title=title, width=min(width, info.width))
 
     clip_path = None
@@ -234,6 +249,7 @@ def preview(
     return {
         "source": src, "output": sheet_path, "clip": clip_path, "sheet": sheet, "models": names,
         "moments": figures, "labels": labels, "frames_decoded": decoded,
+        "hdr": conversion.describe() if conversion else None,
         "seconds": time.perf_counter() - began,
         "full_run": {"frames": full_frames, "per_frame_seconds": per_frame,
                      "seconds": {k: v * full_frames for k, v in per_frame.items()}},
