@@ -161,8 +161,8 @@ def test_server_restart_is_survived_with_a_gap(loop_clip, enhancer, tmp_path):
     assert stats["live"]["reconnects"] >= 1 and stats["live"]["stopped_by"] == "end"
     # a successful reconnect says so, with the gap it left in the recording
     gap_lines = [str(w.message) for w in said if "reconnected" in str(w.message)]
-    assert len(gap_lines) == len(stats["live"]["gaps"]) >= 1, [str(w.message) for w in said]
-    assert f"gap of {stats['live']['gaps'][0]:.1f} s" in gap_lines[0]
+    assert len(gap_lines) == len(stats["live"]["gaps_s"]) >= 1, [str(w.message) for w in said]
+    assert f"gap of {stats['live']['gaps_s'][0]:.1f} s" in gap_lines[0]
     times, _ = decoded(dst)
     steps = np.diff(times)
     assert steps.max() > 0.5  # the outage is a gap in time, not squeezed out
