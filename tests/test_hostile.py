@@ -269,3 +269,11 @@ def test_warnings_go_on_their_own_line_above_the_bar(micro_path, tmp_path):
         sys.stderr = old
     text = err.getvalue().replace("\r", "\n")
     assert "\nvidllie: warning: something odd\n" in "\n" + text
+
+
+def test_missing_input_beside_an_existing_output_is_one_line(tmp_path):
+    out = tmp_path / "out.mkv"
+    out.write_bytes(b"x")
+    result = cli(tmp_path / "missing.mkv", "-o", out)
+    assert result.exit_code in (2, 3) and isinstance(result.exception, SystemExit), result.exception
+    assert result.output.count("\n") == 1, result.output

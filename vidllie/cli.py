@@ -246,7 +246,7 @@ def enhance(
             special = not is_pipe(job.dst) and special_output_kind(job.dst) is not None
             try:
                 if not is_pipe(job.dst) and job.dst.exists() and not yes and segment is None and not special:
-                    if not (is_url(job.src) or is_pipe(job.src)) and job.dst.samefile(job.src):
+                    if not (is_url(job.src) or is_pipe(job.src)) and Path(job.src).exists() and job.dst.samefile(job.src):
                         raise OutputError(f"output path is the input file ({job.dst}); give another name with -o")
                     raise OutputError(f"{job.dst} exists; pass -y to overwrite")
                 if streamed or segment is not None:
