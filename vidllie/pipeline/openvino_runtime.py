@@ -200,7 +200,9 @@ class OpenVinoModel:
         if self.threads:
             config["INFERENCE_NUM_THREADS"] = int(self.threads)
         # Unpinned: a pinned inference thread cannot move off a core that another process is busy on
-        # (fast 72 -> 49 ms per frame beside one busy process on 2 cores, issue 28).
+        # (fast 72 -> 49 ms per frame beside one busy process on 2 cores). The price is idle speed
+        # for `fast` (model stage 39 -> 46 ms; `quality` 252 -> 235 ms): docs/benchmarks.md,
+        # "Speed on a shared machine".
         config["ENABLE_CPU_PINNING"] = False
         compiled = self._core.compile_model(ir, "CPU", config)
         self._compiled[size] = compiled

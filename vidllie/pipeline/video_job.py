@@ -76,9 +76,6 @@ def enhance_video_file(
         conversion = conversion_for(info.hdr, hdr)
         if hdr == "keep" and info.hdr is None:
             warn(f"{reader.source} is SDR: hdr='keep' has nothing to keep, writing SDR BT.709")
-        elif info.hdr and hdr == "as-is":
-            warn(f"{reader.source} is HDR ({info.hdr}): enhancing its code values as-is "
-                 "(hdr='as-is'), tagged as SDR BT.709")
         keep = conversion is not None and conversion.mode == "keep"
         offset = info.start_time if (start or end is not None) else 0.0
         writer = VideoWriter(
