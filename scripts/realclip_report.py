@@ -3,7 +3,7 @@ temporal stage as configured, grey in -> grey out), and again with the temporal 
 
     python scripts/realclip_report.py --model fast --model quality   # all clips, both settings
     python scripts/realclip_report.py --model default --clips dashcam lamp --png /tmp/rc
-    python scripts/realclip_report.py --model fast --scene-exposure     # with vidllie/pipeline/exposure.py
+    python scripts/realclip_report.py --model fast --scene-exposure     # any model with vidllie/pipeline/exposure.py
 
 Clips: ``dashcam`` (the first 90 frames of ../shared/media/night_dashcam.mp4, 640x360, real) and
 the night clips of :data:`vidllie.train.realclip.CLIPS` (72 frames, 480x270, made with the
@@ -57,7 +57,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", type=Path, help="write all figures here")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--dashcam-frames", type=int, default=DASHCAM_FRAMES, help="frames of the dashcam clip (1118: all)")
-    ap.add_argument("--scene-exposure", action="store_true", help="turn the scene-exposure stage on")
+    ap.add_argument("--scene-exposure", action=argparse.BooleanOptionalAction, default=None,
+                    help="the scene-exposure stage on/off (default: the model's own: on for default)")
     args = ap.parse_args(argv)
     if not SHARED.is_dir():
         print(f"realclip_report: {SHARED} not found (set VIDLLIE_SHARED)", file=sys.stderr)
@@ -70,13 +71,7 @@ def main(argv: list[str] | None = None) -> int:
             opts = {} if temporal is None else {"temporal": temporal}
             if args.threads:
                 opts["threads"] = args.threads
-            enhancer = Enhancer(model, **opts)
-            if args.scene_exposure:
-                from vidllie.pipeline.exposure import SceneExposure
-
-                enhancer.exposure = SceneExposure()
-                # the stage follows light changes itself: the smoother's persistence jump is off
-                enhancer.smoother.step = float("inf")
+            enhancer = Enhancer(model, scene_exposure=args.scene_exposure, **opts)
             label = f"{model}{'+scene' if enhancer.exposure.enabled else ''} temporal={enhancer.smoother.strength:g}"
             for name, (clip, kind) in clips.items():
                 t0 = time.perf_counter()

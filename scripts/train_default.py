@@ -1,13 +1,13 @@
-"""Train, export and check the bundled default model (vidllie/weights/default.safetensors).
+"""Train, export and check the bundled `quality` model (vidllie/weights/quality.safetensors).
 
     python scripts/train_default.py train                 # stage 1 = vidllie train --config configs/train/default.yaml
     python scripts/train_default.py train --stage 2       # stage 2 = vidllie train --config configs/train/default-finetune.yaml
     python scripts/train_default.py train --stage 3       # stage 3 = vidllie train --config configs/train/default-stage3.yaml
     python scripts/train_default.py pairs                 # held-out synthetic pairs -> runs/heldout (scripts/make_pairs.py)
-    python scripts/train_default.py export                # EMA weights of the final stage's run -> vidllie/weights/default.safetensors
+    python scripts/train_default.py export                # EMA weights of the final stage's run -> vidllie/weights/quality.safetensors
     python scripts/train_default.py evaluate              # table + JSON on runs/heldout -> runs/default-stage3/eval_heldout.{json,txt}
     python scripts/train_default.py realclip              # frame 300 of ../shared/media/night_dashcam.mp4, before/after
-    python scripts/train_default.py card                  # vidllie/weights/default.json from the weights + the two above
+    python scripts/train_default.py card                  # vidllie/weights/quality.json from the weights + the two above
 
 Reads ../shared at run time; nothing from it is copied into the repo.
 """
@@ -33,7 +33,7 @@ CONFIG = STAGES[1]  # the degradation of the held-out pairs (all stages use the 
 FINAL = STAGES[max(STAGES)]
 RUN = REPO / load_train_config(FINAL).output_dir  # the final stage's run: exported, evaluated
 HELDOUT = REPO / "runs" / "heldout"
-WEIGHTS = REPO / "vidllie" / "weights" / "default.safetensors"
+WEIGHTS = REPO / "vidllie" / "weights" / "quality.safetensors"
 CLIP = REPO.parent / "shared" / "media" / "night_dashcam.mp4"
 
 
@@ -138,7 +138,7 @@ def _breakdown(results: dict, params: dict) -> dict:
 
 
 def cmd_card(args) -> int:
-    """vidllie/weights/default.json: the bundled model's training stages, held-out table and real-clip
+    """vidllie/weights/quality.json: the bundled model's training stages, held-out table and real-clip
     figures, from the exported weights' metadata and this run's eval_heldout.json / realclip.json."""
     from vidllie.models.checkpoint import read_checkpoint_metadata
     from vidllie.train.evaluate import format_table

@@ -106,18 +106,18 @@ def test_affine_head_starts_as_the_identity_and_then_acts_per_pixel():
 def test_existing_variants_and_bundled_weights_are_unchanged():
     # No new parameter, residual head: the bundled file loads strictly (load_model checks) and
     # its config reads back with the residual head.
-    model = load_model("default")
+    model = load_model("quality")
     assert model.config.restormer.output_head == "residual"
     assert not any("affine" in k for k in model.state_dict())
     for name in ("tiny", "tiny-unguided", "small", "restormer"):
         assert variant_config(name).restormer.output_head == "residual"
 
 
-def test_quality_is_todays_bundled_model():
-    assert resolve_checkpoint("quality") == resolve_checkpoint("default")
-    quality, default = load_model("quality"), load_model("default")
-    assert quality.config.name == "tiny-unguided"
-    assert all(torch.equal(a, b) for a, b in zip(quality.state_dict().values(), default.state_dict().values()))
+def test_default_is_the_fast_network_and_quality_is_kept_by_name():
+    assert resolve_checkpoint("default") == resolve_checkpoint("fast")
+    assert resolve_checkpoint("quality") != resolve_checkpoint("default")
+    assert load_model("quality").config.name == "tiny-unguided"
+    assert load_model("default").config.restormer.output_head == "affine"
 
 
 def test_fast_guided_runs_with_dino_and_equals_fast_at_init(dinov3_dir):

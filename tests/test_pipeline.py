@@ -407,11 +407,14 @@ def test_dino_cache_max_age_and_threshold(guided_path):
 
 
 def test_bundled_default_model_enhances_frames():
-    from importlib import resources
-
-    if not (Path(str(resources.files("vidllie"))) / "weights" / "default.safetensors").is_file():
-        pytest.skip("the bundled default model is not in this checkout yet")
     enhancer = Enhancer(device="cpu", dino="none", batch_size=2)  # model="default"
+    # the default is the fast network with the scene-exposure stage; the smoother's jump is off
+    assert enhancer.exposure.enabled and enhancer.smoother.step == float("inf")
+    assert not Enhancer("quality", device="cpu").exposure.enabled
+    assert not Enhancer("fast", device="cpu").exposure.enabled
+    assert not Enhancer(device="cpu", scene_exposure=False).exposure.enabled
+    assert Enhancer("quality", device="cpu", scene_exposure=True).exposure.enabled
     frames = noisy(scene(64, 96) * 0.3, 3)
     out = list(enhancer.enhance_frames(frames))
+    assert enhancer.stats()["scene_exposure"] == {"enabled": True, "key_frames": 1}
     assert len(out) == 3 and all(o.shape == (64, 96, 3) and o.dtype == np.uint8 for o in out)

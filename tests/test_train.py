@@ -413,11 +413,9 @@ def test_shared_davis_clips(shared_dir):
     assert float((high[:, 1] - high[:, 0]).abs().mean()) > 0  # real motion between frames
 
 
-def test_bundled_default_loads():
-    repo = Path(__file__).resolve().parents[1]
-    if not (repo / "vidllie" / "weights" / "default.safetensors").is_file():
-        pytest.skip("the bundled default model has not been exported yet")
-    model = load_model("default")
+def test_bundled_models_load():
+    assert load_model("default").config.name == load_model("fast").config.name == "fast"
+    model = load_model("quality")
     assert model.config.name == "tiny-unguided" and not model.config.guided
     with torch.no_grad():
         out = model(torch.full((1, 3, 48, 64), 0.03))

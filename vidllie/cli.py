@@ -164,10 +164,11 @@ def enhance(
     no_audio: bool = typer.Option(False, "--no-audio", help="Leave the audio out."),
     hdr: str = typer.Option("sdr", "--hdr", help="HDR (HLG/PQ) input: sdr = convert to SDR BT.709 (tone-mapped in linear light), keep = write 10-bit HEVC HLG BT.2020 with the highlights, as-is = enhance the code values untouched. Files only."),
     temporal: float = typer.Option(ENHANCE.temporal, "--temporal", min=0.0, max=1.0, help="Temporal smoothing strength, 0 = off."),
+    scene_exposure: Optional[bool] = typer.Option(ENHANCE.scene_exposure, "--scene-exposure/--no-scene-exposure", help="Exposure judged on key frames and held across a scene, near-black kept dark (default: on for the default model, off for others)."),
     dino_cache: bool = typer.Option(ENHANCE.dino_cache, "--dino-cache/--no-dino-cache", help="Reuse DINO features across similar frames."),
     cache_threshold: float = typer.Option(ENHANCE.cache_threshold, "--cache-threshold", min=0.0, help="Max thumbnail difference to reuse DINO features."),
     cache_max_age: int = typer.Option(ENHANCE.cache_max_age, "--cache-max-age", min=1, help="Max frames a key frame's DINO features are reused."),
-    reuse: bool = typer.Option(ENHANCE.reuse, "--reuse/--no-reuse", help="Fixed cameras: recompute only the regions that changed (whole frames at cuts, every --cache-max-age frames, on light changes and camera motion)."),
+    reuse: Optional[bool] = typer.Option(ENHANCE.reuse, "--reuse/--no-reuse", help="Fixed cameras: recompute only the regions that changed (whole frames at cuts, every --cache-max-age frames, on light changes and camera motion). Default: on the CPU, off on a GPU."),
     compile: bool = typer.Option(ENHANCE.compile, "--compile", help="torch.compile the model (slow start, faster on long videos)."),
     runtime: str = typer.Option(ENHANCE.runtime, "--runtime", help="CPU runtime: auto (OpenVINO when installed and no DINO runs), torch or openvino."),
     threads: Optional[int] = typer.Option(ENHANCE.threads, "--threads", min=1, help="Torch CPU threads (default: all cores; fewer on a machine shared with busy processes)."),
@@ -191,7 +192,7 @@ def enhance(
             gpus_per_worker=gpus_per_worker, ray_address=ray_address, retry_failed=retry_failed, force=force,
             options=dict(
                 model=model, dino=dino, device=device, precision=precision, batch_size=batch_size, chunk=chunk,
-                tile_overlap=tile_overlap, temporal=temporal, dino_cache=dino_cache,
+                tile_overlap=tile_overlap, temporal=temporal, scene_exposure=scene_exposure, dino_cache=dino_cache,
                 cache_threshold=cache_threshold, cache_max_age=cache_max_age, compile=compile, threads=threads,
                 runtime=runtime, reuse=reuse, start=start, end=end, codec=codec, crf=crf, preset=preset, pix_fmt=pix_fmt, audio=not no_audio, hdr=hdr,
             ),
@@ -226,7 +227,7 @@ def enhance(
         try:
             enhancer = Enhancer(
                 model, dino=dino, device=device, precision=precision, batch_size=batch_size,
-                chunk=chunk, tile_overlap=tile_overlap, temporal=temporal, dino_cache=dino_cache,
+                chunk=chunk, tile_overlap=tile_overlap, temporal=temporal, scene_exposure=scene_exposure, dino_cache=dino_cache,
                 cache_threshold=cache_threshold, cache_max_age=cache_max_age, compile=compile,
                 threads=threads, reuse=reuse, runtime=runtime,
             )
@@ -403,7 +404,8 @@ def bench(
     precision: str = typer.Option(ENHANCE.precision, "--precision", help="auto, fp32, fp16 or bf16."),
     dino_cache: str = typer.Option("on" if ENHANCE.dino_cache else "off", "--dino-cache", help="on or off."),
     temporal: float = typer.Option(ENHANCE.temporal, "--temporal", min=0.0, max=1.0),
-    reuse: bool = typer.Option(ENHANCE.reuse, "--reuse/--no-reuse", help="Change-driven inference (recompute only changed regions)."),
+    scene_exposure: Optional[bool] = typer.Option(ENHANCE.scene_exposure, "--scene-exposure/--no-scene-exposure", help="Exposure judged on key frames and held across a scene, near-black kept dark (default: on for the default model, off for others)."),
+    reuse: Optional[bool] = typer.Option(ENHANCE.reuse, "--reuse/--no-reuse", help="Change-driven inference (recompute only changed regions; default: on the CPU, off on a GPU)."),
     chunk: Optional[int] = typer.Option(ENHANCE.chunk, "--chunk", "--tile", min=0, help="Exact chunk size in pixels (0 = never; default: automatic)."),
     codec: str = typer.Option("libx264", "--codec"),
     crf: int = typer.Option(18, "--crf"),
@@ -436,8 +438,8 @@ def bench(
         settings = dict(
             synthetic=synthetic, dino=dino, frames=frames, warmup=warmup,
             batch_size=batch_size, device=device, precision=precision, dino_cache=dino_cache == "on",
-            temporal=temporal, chunk=chunk, codec=codec, crf=crf, preset=preset, compile=compile,
-            threads=threads, reuse=reuse, runtime=runtime, load=load,
+            temporal=temporal, scene_exposure=scene_exposure, chunk=chunk, codec=codec, crf=crf, preset=preset,
+            compile=compile, threads=threads, reuse=reuse, runtime=runtime, load=load,
         )
         r = run_bench(input, model=model, **settings)
         if not quiet:
@@ -474,13 +476,15 @@ def evaluate(
     device: str = typer.Option("cpu", "--device"),
     limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Score only the first N pairs."),
     json_path: Optional[Path] = typer.Option(None, "--json", help="Write per-image and mean scores here."),
+    scene_exposure: Optional[bool] = typer.Option(None, "--scene-exposure/--no-scene-exposure", help="The scene-exposure stage on each image (default: as enhance, on for the default model)."),
 ) -> None:
     """PSNR/SSIM (plain and GT-mean) of a model and the gamma/CLAHE baselines on a paired folder."""
     with user_errors():
         from vidllie.train.evaluate import evaluate as run_eval
         from vidllie.train.evaluate import format_table
 
-        results = run_eval(model, data, device=device, dino=dino, limit=limit, json_path=json_path)
+        results = run_eval(model, data, device=device, dino=dino, scene_exposure=scene_exposure, limit=limit,
+                           json_path=json_path)
         typer.echo(format_table(results))
 
 

@@ -26,17 +26,29 @@ FORMAT = "vidllie-model/1"
 DEFAULT_MODEL = "default"
 QUALITY_MODEL = "quality"
 FAST_MODEL = "fast"
-# Bundled models by name (files in vidllie/weights/). `quality` is the network bundled since the
-# first release (tiny-unguided, 7.2 GMAC per 640x360 frame), kept by name so a new default can be
-# compared with it in one run; `default` is what everything uses unless told otherwise. `fast`
-# (configs/train/fast.yaml, 1.27 GMAC) is trained and bundled but not the default: it misses the
-# no-regression bar on the global-exposure held-out split (README model card); the swap is one
-# line, the `DEFAULT_MODEL:` entry below (-> "fast.safetensors").
+# Bundled models by name (files in vidllie/weights/). `default` is what everything uses unless told
+# otherwise: the `fast` network (configs/models/fast.yaml, 1.77 GMAC per 640x360 frame) with the
+# scene-exposure stage (vidllie/pipeline/exposure.py), which the pipeline turns on for the models
+# named in SCENE_EXPOSURE_MODELS. `fast` is the same network judging exposure frame by frame, and
+# `quality` the tiny-unguided Restormer (7.2 GMAC); both are kept by name for comparisons
+# (`vidllie bench clip.mp4 --compare quality`).
 BUNDLED_MODELS = {
-    QUALITY_MODEL: "default.safetensors",
-    DEFAULT_MODEL: "default.safetensors",
+    QUALITY_MODEL: "quality.safetensors",
+    DEFAULT_MODEL: "fast.safetensors",
     FAST_MODEL: "fast.safetensors",
 }
+SCENE_EXPOSURE_MODELS = frozenset({DEFAULT_MODEL})
+
+
+def scene_exposure_default(model: Any) -> bool:
+    """Whether the scene-exposure stage is on for ``model`` unless told otherwise: on for the
+    bundled models named in ``SCENE_EXPOSURE_MODELS``, off for other names, files and modules.
+
+    Example:
+        >>> scene_exposure_default("default"), scene_exposure_default("quality")
+        (True, False)
+    """
+    return isinstance(model, str) and model in SCENE_EXPOSURE_MODELS
 
 
 def _weights_dir() -> Path:

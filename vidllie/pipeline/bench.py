@@ -37,7 +37,7 @@ from vidllie.pipeline.timing import STAGES
 # Stages run by each thread of the streaming loop: the slowest thread bounds the throughput.
 THREAD_STAGES = {
     "decode thread": ("decode",),
-    "compute thread": ("upload", "scene", "dino", "model", "smoothing", "download"),
+    "compute thread": ("upload", "hdr_in", "scene", "dino", "model", "exposure", "smoothing", "hdr_out", "download"),
     "encode thread": ("encode",),
 }
 # Model-only runs on the first frames of the input held on the device: at most this many frames
@@ -112,7 +112,8 @@ def run_bench(
     precision: str = DEFAULTS.precision,
     dino_cache: bool = DEFAULTS.dino_cache,
     temporal: float = DEFAULTS.temporal,
-    reuse: bool = DEFAULTS.reuse,
+    scene_exposure: bool | None = DEFAULTS.scene_exposure,
+    reuse: bool | None = DEFAULTS.reuse,
     chunk: int | None = DEFAULTS.chunk,
     codec: str = "libx264",
     crf: int = 18,
@@ -151,8 +152,8 @@ def run_bench(
         source = str(source)
         enhancer = Enhancer(
             model, dino=dino, device=device, precision=precision, batch_size=batch_size,
-            chunk=chunk, temporal=temporal, dino_cache=dino_cache, compile=compile, threads=threads,
-            reuse=reuse, runtime=runtime,
+            chunk=chunk, temporal=temporal, scene_exposure=scene_exposure, dino_cache=dino_cache, compile=compile,
+            threads=threads, reuse=reuse, runtime=runtime,
         )
         images = _read_frames(source, min(frames, _RESIDENT_FRAMES))
         if not images:
@@ -236,6 +237,7 @@ def _report(enhancer: Enhancer, e2e, model_only, source, synthetic, width, heigh
             "model": e2e["model"], "dino": e2e["dino"], "precision": e2e["precision"], "runtime": e2e["runtime"],
             "batch_size": e2e["batch_size"], "effective_batch_size": e2e["effective_batch_size"],
             "chunk": e2e["chunk"], "tile": e2e["tile"], "tile_overlap": e2e["tile_overlap"], "temporal": e2e["temporal"],
+            "scene_exposure": e2e["scene_exposure"]["enabled"],
             "dino_cache": enhancer.cache is not None and enhancer.cache.enabled,
             "reuse": enhancer.reuse.enabled,
             "codec": e2e["video"]["codec"], "crf": e2e["video"]["crf"], "preset": e2e["video"]["preset"],

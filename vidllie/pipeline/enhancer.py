@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from vidllie.models.checkpoint import scene_exposure_default
 from vidllie.models.dino import load_dino
 from vidllie.ops.grey import keep_grey
 from vidllie.pipeline.device import (
@@ -61,7 +62,7 @@ class Enhancer:
         model: ``"default"`` (the bundled model), a checkpoint path, or a ``GuidedRestormer``.
         config: an :class:`EnhanceConfig`; keyword ``options`` (its field names: ``dino``,
             ``device``, ``precision``, ``batch_size``, ``chunk``, ``tile_overlap``, ``temporal``,
-            ``dino_cache``, ``cache_threshold``, ``cache_max_age``, ``reuse``, ``scene_cut_threshold``,
+            ``scene_exposure``, ``dino_cache``, ``cache_threshold``, ``cache_max_age``, ``reuse``, ``scene_cut_threshold``,
             ``compile``, ``runtime``, ``channels_last``, ``threads``) override it. Unknown names are refused.
 
     Example:
@@ -107,14 +108,15 @@ class Enhancer:
             model_fn = OpenVinoModel(self.model, threads=self.threads, precision=hint)
         else:
             model_fn = torch.compile(self.model) if opts.compile else self.model
-        # Torch's threads for the run (None: leave torch's own, as on a GPU). The small element-wise
-        # stages (conversion, scene check, smoothing) run on one thread: with two, every op waits
-        # for both, and on a busy machine one of them is often not running (smoothing 6-11x slower
-        # under load, issue 28). On the OpenVINO runtime torch runs nothing else; on the torch
-        # runtime the model stage gets ``threads``.
+        # Torch's CPU threads for the run. The small element-wise stages (conversion, scene check,
+        # smoothing; on a GPU the host copies) run on one thread: with more, every op waits for
+        # all of them, and on a busy machine one of them is often not running (smoothing 6-11x
+        # slower under load on the CPU; on a GPU machine the upload 3.3x slower beside 12 busy
+        # processes). On the OpenVINO runtime and on a GPU torch's CPU threads run nothing else;
+        # on the CPU's torch runtime the model stage gets ``threads``.
         cpu = self.device.type == "cpu"
-        self.small_threads = SMALL_STAGE_THREADS if cpu else None
-        self.torch_threads = self.small_threads if self.runtime == "openvino" else self.threads
+        self.small_threads = SMALL_STAGE_THREADS
+        self.torch_threads = self.threads if cpu and self.runtime != "openvino" else self.small_threads
         self.runner = ModelRunner(
             self.model, self.device, self.dtype, chunk=opts.chunk, tile_overlap=opts.tile_overlap,
             batch_size=opts.batch_size, model_fn=model_fn,
@@ -130,10 +132,15 @@ class Enhancer:
         )
         self.cuts = SceneCutDetector(opts.scene_cut_threshold)
         # Change-driven inference; off = every frame whole (its stats still count the frames).
-        self.reuse = RegionReuse(enabled=opts.reuse, max_age=opts.cache_max_age, align=self.align)
+        reuse = self.device.type == "cpu" if opts.reuse is None else bool(opts.reuse)
+        self.reuse = RegionReuse(enabled=reuse, max_age=opts.cache_max_age, align=self.align)
         self.smoother = TemporalSmoother(opts.temporal)
-        # Scene-level exposure and restraint at the noise floor (pipeline/exposure.py).
-        self.exposure = SceneExposure(enabled=False)
+        # Scene-level exposure and restraint at the noise floor (pipeline/exposure.py). It follows
+        # light changes itself, so the smoother's brightness jump after a persisting change is off.
+        use = scene_exposure_default(opts.model) if opts.scene_exposure is None else bool(opts.scene_exposure)
+        self.exposure = SceneExposure(enabled=use)
+        if use:
+            self.smoother.step = float("inf")
         self._frame_size: tuple[int, int] | None = None
         # HDR input's conversion to the model's SDR and back (set per video run by video_job).
         self.hdr: HdrConversion | None = None
@@ -233,8 +240,10 @@ class Enhancer:
                 else:
                     grid = getattr(self.model, "dino_grid", None)
                     y = self.reuse.run(x, plan, self.runner.infer, dino_maps, grid)
+            if self.exposure.enabled:
+                with timer.stage("exposure", n), torch_threads(self.small_threads):
+                    y = self.exposure(y, x, cuts)
             with timer.stage("smoothing", n), torch_threads(self.small_threads):
-                y = self.exposure(y, x, cuts)
                 # Grey in, grey out: an IR camera's frames (R = G = B) must not come out tinted.
                 return keep_grey(self.smoother(y, cuts, source=x), x)
 
@@ -300,6 +309,7 @@ class Enhancer:
             "recomputed_share": self.reuse.stats()["recomputed_share"] if self.reuse.enabled else 1.0,
             "scene_cuts": self.cuts.cuts,
             "temporal": self.smoother.strength,
+            "scene_exposure": {"enabled": self.exposure.enabled, "key_frames": self.exposure.keys},
             "device": str(self.device),
             "device_name": device_name(self.device),
             "torch_threads": self.torch_threads or torch.get_num_threads(),

@@ -54,8 +54,9 @@ def _curve(x_luma: torch.Tensor, log_gain: torch.Tensor) -> tuple[torch.Tensor, 
     hi = (lo + 1).clamp(max=BINS - 1)
     w_hi = pos - lo.float()
     g = log_gain.flatten()
-    weight = torch.zeros(BINS).index_add_(0, lo, 1 - w_hi).index_add_(0, hi, w_hi)
-    total = torch.zeros(BINS).index_add_(0, lo, (1 - w_hi) * g).index_add_(0, hi, w_hi * g)
+    zeros = torch.zeros(BINS, device=g.device)
+    weight = zeros.clone().index_add_(0, lo, 1 - w_hi).index_add_(0, hi, w_hi)
+    total = zeros.index_add_(0, lo, (1 - w_hi) * g).index_add_(0, hi, w_hi * g)
     return total / weight.clamp_min(1e-6), weight
 
 
@@ -64,7 +65,7 @@ def _fill(curve: torch.Tensor, weight: torch.Tensor, min_weight: float) -> torch
     ok = weight >= min_weight
     if not bool(ok.any()):
         return torch.zeros_like(curve)
-    idx = torch.arange(BINS)
+    idx = torch.arange(BINS, device=curve.device)
     good = idx[ok]
     nearest = good[(idx[:, None] - good[None, :]).abs().argmin(dim=1)]
     return curve[nearest]
@@ -135,7 +136,7 @@ class SceneExposure:
         predicted = (torch.exp(_lookup(scene, local)) * (local + _EPS) - _EPS).mean()
         base = local.mean() + _EPS
         if float(predicted) > self.max_mean and float(predicted) > float(base):
-            scale = (torch.log(torch.tensor(self.max_mean)) - torch.log(base)) / torch.log(predicted / base)
+            scale = (torch.log(base.new_tensor(self.max_mean)) - torch.log(base)) / torch.log(predicted / base)
             scene = scene * scale.clamp(0.0, 1.0)
         scene_gain = _lookup(scene, local)
         corr = torch.exp(scene_gain - _lookup(curve, local))

@@ -43,12 +43,18 @@ class EnhanceConfig:
             fit, and what other models get.
         tile_overlap: overlap of neighbouring independent feathered tiles, pixels.
         temporal: temporal smoothing strength in [0, 1]; 0 turns it off.
+        scene_exposure: the scene-exposure stage (:mod:`vidllie.pipeline.exposure`: the model's
+            tone judgement taken on key frames and held across a scene; near-black input kept
+            dark). ``None`` = the model's own choice: on for the bundled ``default``, off for
+            other models.
         dino_cache, cache_threshold, cache_max_age: DINO key-frame cache (see ``DinoCache``).
         reuse: change-driven inference (fixed cameras): recompute only the regions that changed
             since their output was computed, as tiles blended into the previous output; whole
             frames at scene cuts, every ``cache_max_age`` frames, on illumination changes and on a
             moving camera (see :mod:`vidllie.pipeline.reuse`). With it the DINO cache's key
             frames are the full refreshes.
+            ``None`` = on where the model runs on the CPU, off on a GPU (there the model is a few
+            milliseconds a frame, and each new tile batch shape costs seconds the first time).
         scene_cut_threshold: thumbnail difference that counts as a scene cut (resets smoothing
             and the cache).
         compile: wrap the model in ``torch.compile``.
@@ -69,10 +75,11 @@ class EnhanceConfig:
     chunk: int | None = None
     tile_overlap: int = 32
     temporal: float = 0.8
+    scene_exposure: bool | None = None
     dino_cache: bool = True
     cache_threshold: float = 0.02
     cache_max_age: int = 30
-    reuse: bool = True
+    reuse: bool | None = None
     scene_cut_threshold: float = 0.1
     compile: bool = False
     runtime: str = "auto"

@@ -22,7 +22,7 @@ from contextlib import contextmanager
 import torch
 
 # Stages of the enhancement pipeline, in data order (``bench`` reports the same names).
-STAGES = ("decode", "upload", "scene", "dino", "model", "smoothing", "download", "encode")
+STAGES = ("decode", "upload", "hdr_in", "scene", "dino", "model", "exposure", "smoothing", "hdr_out", "download", "encode")
 
 
 class StageTimer:

@@ -75,12 +75,19 @@ def clahe_baseline(low: torch.Tensor, clip_limit: float = CLAHE_CLIP, grid_size:
     return kornia.color.lab_to_rgb(lab).clamp(0, 1)
 
 
-def model_fn(model, device: str | torch.device = "cpu", dino=None) -> Callable[[torch.Tensor], torch.Tensor]:
+def model_fn(model, device: str | torch.device = "cpu", dino=None,
+             scene_exposure: bool | None = None) -> Callable[[torch.Tensor], torch.Tensor]:
     """Wrap a model (or a checkpoint name/path, ``default`` included) as ``low -> output``.
 
     ``dino`` as for :func:`vidllie.models.dino.load_dino`: ``None`` loads the backbone a guided
     model's config names, a hub id/folder loads that one, ``"none"`` runs unguided, or a module.
+    ``scene_exposure`` as in the pipeline (``None``: on for the bundled ``default``): each image
+    is a one-frame scene, so the stage's veil cap and noise-floor restraint apply to it.
     """
+    from vidllie.models.checkpoint import scene_exposure_default
+    from vidllie.pipeline.exposure import SceneExposure
+
+    use_exposure = scene_exposure_default(model) if scene_exposure is None else bool(scene_exposure)
     if isinstance(model, (str, Path)):
         from vidllie.models import load_model
 
@@ -97,7 +104,10 @@ def model_fn(model, device: str | torch.device = "cpu", dino=None) -> Callable[[
     def run(low: torch.Tensor) -> torch.Tensor:
         x = low.to(device)
         maps = backbone(x) if backbone is not None else None
-        return model(x, dino_maps=maps).float().clamp(0, 1).cpu()
+        y = model(x, dino_maps=maps).float().clamp(0, 1)
+        if use_exposure:
+            y = SceneExposure()(y, x)
+        return y.cpu()
 
     return run
 
@@ -113,7 +123,7 @@ def _scores(out: torch.Tensor, high: torch.Tensor) -> dict[str, float]:
 
 
 def evaluate(model, data_dir: str | Path, *, device: str | torch.device = "cpu", dino=None,
-             baselines: bool = True, limit: int | None = None, progress: bool = False,
+             scene_exposure: bool | None = None, baselines: bool = True, limit: int | None = None, progress: bool = False,
              json_path: str | Path | None = None) -> dict[str, Any]:
     """Score ``model`` (a network, a checkpoint path or ``"default"``; ``None`` = baselines only)
     on a paired folder ``data_dir`` (``low/`` + ``high/``).
@@ -131,7 +141,7 @@ def evaluate(model, data_dir: str | Path, *, device: str | torch.device = "cpu",
     data = PairedFolder(data_dir)
     methods: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {}
     if model is not None:
-        methods["model"] = model_fn(model, device, dino)
+        methods["model"] = model_fn(model, device, dino, scene_exposure)
     if baselines:
         methods.update({"input": lambda x: x, "gamma": gamma_baseline, "clahe": clahe_baseline})
     if not methods:
