@@ -158,3 +158,22 @@ def test_reuse_output_keeps_the_frames_memory_layout():
     out = reuse.run(frames, plan, lambda x, maps: x * 0.5)
     assert out.is_contiguous(memory_format=torch.channels_last)
     assert torch.allclose(out[0], frames[0] * 0.5)
+
+
+def test_reuse_defaults_to_on_for_the_cpu_and_partial_batches_pad_to_a_power_of_two():
+    # None = the device's default (on for the CPU; on a GPU off, docs/benchmarks.md § GPU)
+    model = build_model(micro_config()).eval()
+    assert Enhancer(model, device="cpu").reuse.enabled
+    assert not Enhancer(model, device="cpu", reuse=False).reuse.enabled
+    # CUDA pads partial batches (a new batch shape costs seconds there once): the padded run
+    # gives each frame the output it gets alone, and the model sees only power-of-two batches
+    runner = Enhancer(model, device="cpu", runtime="torch", batch_size=8, reuse=False).runner
+    x = torch.rand(5, 3, 32, 48)
+    seen = []
+    runner.model_fn = lambda t: seen.append(t.shape[0]) or model(t)
+    with torch.inference_mode():
+        plain = runner.infer(x, None)
+        runner.pad_batches = True
+        padded = runner.infer(x, None)
+    assert seen == [5, 8] and padded.shape == plain.shape
+    assert torch.allclose(padded, plain, atol=1e-5)

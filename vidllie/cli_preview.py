@@ -35,7 +35,7 @@ def register(app: typer.Typer, user_errors: Callable, progress_bar: Callable) ->
         batch_size: int = typer.Option(ENHANCE.batch_size, "--batch-size", min=1, help="Frames per model call."),
         chunk: Optional[int] = typer.Option(ENHANCE.chunk, "--chunk", min=0, help="Exact chunk size in pixels (0 = never; default: automatic)."),
         temporal: float = typer.Option(ENHANCE.temporal, "--temporal", min=0.0, max=1.0, help="Temporal smoothing strength, 0 = off."),
-        reuse: bool = typer.Option(ENHANCE.reuse, "--reuse/--no-reuse", help="Recompute only the regions that changed."),
+        reuse: Optional[bool] = typer.Option(ENHANCE.reuse, "--reuse/--no-reuse", help="Recompute only the regions that changed (default: on the CPU, off on a GPU)."),
         runtime: str = typer.Option(ENHANCE.runtime, "--runtime", help="CPU runtime: auto, torch or openvino."),
         threads: Optional[int] = typer.Option(ENHANCE.threads, "--threads", min=1, help="CPU threads of the model."),
         yes: bool = typer.Option(False, "-y", "--yes", help="Overwrite existing outputs."),

@@ -54,6 +54,7 @@ class ModelRunner:
         # Restormer); then independent feathered tiles.
         self.feathered = not isinstance(model, GuidedRestormer)
         self.oom_retries = 0
+        self.pad_batches = device.type == "cuda"  # see infer()
 
     # ------------------------------------------------------------------ planning
     def piece_size(self, h: int, w: int) -> int | None:
@@ -111,8 +112,16 @@ class ModelRunner:
             size = self.piece_size(h, w)
             n = min(self.max_batch, x.shape[0] - i)
             maps = None if dino_maps is None else [m[i : i + n] for m in dino_maps]
+            piece = x[i : i + n]
+            if self.pad_batches and n < self.max_batch:
+                # A GPU's first call at a new batch size costs about a second (kernel selection);
+                # partial batches (scene cuts, change-driven tiles) come in every size, so they
+                # are padded to a power of two: a handful of shapes per stream instead of dozens.
+                m = min(self.max_batch, 1 << (n - 1).bit_length())
+                piece = _pad_batch(piece, m)
+                maps = None if maps is None else [_pad_batch(t, m) for t in maps]
             try:
-                outs.append(self._forward(x[i : i + n], maps, size))
+                outs.append(self._forward(piece, maps, size)[:n])
                 i += n
             except Exception as err:
                 if not is_oom(err):
@@ -172,3 +181,8 @@ class ModelRunner:
         if len(outs) == 1:
             return outs[0]
         return [torch.cat(parts) for parts in zip(*outs)]
+
+
+def _pad_batch(t: torch.Tensor, size: int) -> torch.Tensor:
+    """(n, ...) -> (size, ...): the last item repeated (a real input, so no NaN or range surprise)."""
+    return torch.cat([t, t[-1:].expand(size - t.shape[0], *t.shape[1:])])
