@@ -145,7 +145,9 @@ class SceneExposure:
         # the output there is the input low-passed (noise and blocks averaged away) times at most
         # dark_gain, so what little light there is (sky glow) stays, smooth and dark
         w = ((local - self.floor) / (2 * self.floor)).clamp(0.0, 1.0)
-        low = kornia.filters.box_blur(xl, 5)  # neutral: near black, the input's colour is its noise and bias
+        # neutral: near black, the input's colour is its noise and bias; no brighter than the local
+        # mean, so a light beside the fill does not spread a lifted glow into it
+        low = torch.minimum(kornia.filters.gaussian_blur2d(xl, (5, 5), (1.5, 1.5)), local)
         dark = ((1 - w) * torch.exp(scene_gain).clamp(max=self.dark_gain) * low).expand(-1, 3, -1, -1)
         maps = torch.cat([w * corr, dark], dim=1)
         maps = F.interpolate(maps, size=size, mode="bilinear", align_corners=False)
