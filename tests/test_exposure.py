@@ -3,6 +3,8 @@ output from steady input, restraint at the noise floor, grey in -> grey out."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import torch
 
@@ -74,3 +76,19 @@ def test_grey_stays_grey():
     enhancer.exposure = SceneExposure()
     for out in enhancer.enhance_frames(frames):
         assert (out[..., 0] == out[..., 1]).all() and (out[..., 1] == out[..., 2]).all()
+
+
+def test_cli_default_runs_the_stage_and_the_flag_turns_it_off(tmp_path):
+    from typer.testing import CliRunner
+
+    from tests.media import make_clip
+    from vidllie.cli import app
+
+    clip = make_clip(tmp_path / "night.mp4", frames=10)
+    for flags, on in (([], True), (["--no-scene-exposure"], False)):
+        stats = tmp_path / f"stats_{on}.json"
+        result = CliRunner().invoke(app, ["enhance", str(clip), "-o", str(tmp_path / f"out_{on}.mp4"), "-q",
+                                          "--stats-json", str(stats), "--preset", "ultrafast", *flags])
+        assert result.exit_code == 0, result.output
+        section = json.loads(stats.read_text())["scene_exposure"]
+        assert section["enabled"] is on and (section["key_frames"] >= 1) is on
