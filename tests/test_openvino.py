@@ -52,6 +52,18 @@ def test_same_output_as_torch_on_any_size_batch_and_layout(fast_model, cache_dir
     assert runtime.converted  # converted here, in this process
 
 
+def test_a_batch_runs_on_parallel_streams_with_the_same_output_as_one_frame_at_a_time(fast_model, cache_dir):
+    # streams of one thread each: no thread waits for another inside a frame (a busy machine)
+    runtime = OpenVinoModel(fast_model, threads=2, cache_dir=cache_dir, precision="f32")
+    x = torch.rand(3, 3, 96, 160, generator=torch.Generator().manual_seed(1)) * 0.3
+    with torch.inference_mode():
+        batch = runtime(x)
+        single = torch.cat([runtime(x[i : i + 1]) for i in range(3)])
+    streams = sorted(k[1] for k in runtime._compiled)
+    assert streams == [1, 2]  # the batch on two streams, single frames on one (latency)
+    assert torch.equal(batch, single)
+
+
 def test_converted_model_is_kept_on_disk_under_its_weights(fast_model, cache_dir):
     x = torch.rand(1, 3, 64, 64)
     first = OpenVinoModel(fast_model, threads=1, cache_dir=cache_dir)

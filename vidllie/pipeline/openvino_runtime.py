@@ -5,7 +5,10 @@ The network is converted once from PyTorch (``openvino.convert_model``, shapes l
 its padded core (:meth:`Restormer.forward_padded`: padding and cropping stay in torch, exactly as
 in :meth:`Restormer.forward`), kept on disk (OpenVINO IR, full-precision weights) under a key of
 the weights, the config and the library versions, and compiled for each padded frame size it
-meets, one frame per request (reuse tiles come in batches of any size). Measured on the idle
+meets, one frame per request (reuse tiles come in batches of any size). A batch runs its frames
+on parallel streams of one thread each (``THROUGHPUT``), a single frame on all threads
+(``LATENCY``): with streams no thread waits for another inside a frame, which on a busy machine
+halves the model stage's time (docs/benchmarks.md, "Speed on a shared machine"). Measured on the idle
 2-core CPU, 640x360, `fast`: 56 ms per frame in eager PyTorch (channels-last), 38 ms with OpenVINO
 in f32 (docs/benchmarks.md); the outputs agree within 1e-5.
 
@@ -144,7 +147,7 @@ class OpenVinoModel:
         self.cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
         self._core = openvino.Core()
         self._ir = None  # the converted model, loaded on the first call
-        self._compiled: OrderedDict[tuple[int, int], object] = OrderedDict()
+        self._compiled: OrderedDict[tuple[tuple[int, int], int], tuple] = OrderedDict()  # (size, streams)
         self.converted = False  # True once this process converted (not read from the cache)
 
     @property
@@ -185,30 +188,36 @@ class OpenVinoModel:
         self._ir = ir
         return self._ir
 
-    def _compiled_for(self, x: torch.Tensor):
+    def _compiled_for(self, x: torch.Tensor, streams: int):
         size = (int(x.shape[-2]), int(x.shape[-1]))
-        if size in self._compiled:
-            self._compiled.move_to_end(size)
-            return self._compiled[size]
+        key = (size, streams)
+        if key in self._compiled:
+            self._compiled.move_to_end(key)
+            return self._compiled[key]
         ir = self._load_ir(x[:1]).clone()
         ir.reshape([1, 3, *size])
-        config = {"PERFORMANCE_HINT": "LATENCY"}
+        if streams > 1:
+            # One thread per stream, frames in parallel: no thread waits for another inside a
+            # frame, so a thread that the scheduler has not running (a busy machine) delays only
+            # its own frame. Same output as one stream (compared bit for bit in the tests).
+            config = {"PERFORMANCE_HINT": "THROUGHPUT", "NUM_STREAMS": streams}
+        else:
+            config = {"PERFORMANCE_HINT": "LATENCY"}
         if self.precision is not None:
             config["INFERENCE_PRECISION_HINT"] = self.precision
         if os.access(self.cache_dir, os.W_OK):
             config["CACHE_DIR"] = str(self.cache_dir / "compiled")  # compiled blobs: later runs start in ~1 s
         if self.threads:
             config["INFERENCE_NUM_THREADS"] = int(self.threads)
-        # Unpinned: a pinned inference thread cannot move off a core that another process is busy on
-        # (fast 72 -> 49 ms per frame beside one busy process on 2 cores). The price is idle speed
-        # for `fast` (model stage 39 -> 46 ms; `quality` 252 -> 235 ms): docs/benchmarks.md,
-        # "Speed on a shared machine".
+        # Unpinned: a pinned inference thread cannot move off a core that another process is busy
+        # on (docs/benchmarks.md, "Speed on a shared machine").
         config["ENABLE_CPU_PINNING"] = False
         compiled = self._core.compile_model(ir, "CPU", config)
-        self._compiled[size] = compiled
+        queue = self._ov.AsyncInferQueue(compiled, streams) if streams > 1 else None
+        self._compiled[key] = (compiled, queue)
         if len(self._compiled) > MAX_COMPILED:
             self._compiled.popitem(last=False)
-        return compiled
+        return compiled, queue
 
     # ------------------------------------------------------------------ running
     def __call__(self, x: torch.Tensor, dino_maps=None) -> torch.Tensor:
@@ -217,11 +226,27 @@ class OpenVinoModel:
         if x.ndim != 4 or x.shape[1] != 3 or x.device.type != "cpu":
             raise ValueError(f"expected (B, 3, H, W) frames on the CPU, got {tuple(x.shape)} on {x.device}")
         padded, (h, w) = pad_to_multiple(x.float(), self.align)
-        compiled = self._compiled_for(padded)
         frames = padded.contiguous().numpy()
         out = torch.empty(padded.shape, dtype=torch.float32)
-        for i in range(frames.shape[0]):  # one frame per request: any batch size, one compiled size
-            out[i] = torch.from_numpy(compiled(frames[i : i + 1])[0][0])
+        # One frame per request: any batch size, one compiled size. A batch runs its frames on
+        # parallel streams (one thread each); a single frame gets every thread (latency).
+        streams = min(self.threads or 1, frames.shape[0])
+        compiled, queue = self._compiled_for(padded, streams)
+        if queue is None:
+            for i in range(frames.shape[0]):
+                out[i] = torch.from_numpy(compiled(frames[i : i + 1])[0][0])
+        else:
+            results: list = [None] * frames.shape[0]
+
+            def done(request, i: int) -> None:  # on OpenVINO's thread: numpy only (no torch state there)
+                results[i] = request.get_output_tensor(0).data[0].copy()
+
+            queue.set_callback(done)
+            for i in range(frames.shape[0]):
+                queue.start_async({0: frames[i : i + 1]}, i)
+            queue.wait_all()
+            for i, y in enumerate(results):
+                out[i] = torch.from_numpy(y)
         out = out[..., :h, :w]
         if x.is_contiguous(memory_format=torch.channels_last):
             out = out.contiguous(memory_format=torch.channels_last)  # the pipeline's layout
