@@ -87,7 +87,7 @@ def cmd_export(args) -> int:
     train_paths, held_out = split_images(REPO.parent / "shared" / "images", cfg.data.val_fraction)
     evaluation = json.loads((RUN / "eval_heldout.json").read_text()) if (RUN / "eval_heldout.json").is_file() else None
     metadata = {
-        "description": "vidllie bundled default: tiny-unguided Restormer (no DINO guidance: no DINO weights were available), "
+        "description": "vidllie bundled quality model: tiny-unguided Restormer (no DINO guidance: no DINO weights were available), "
                        "EMA weights, trained on synthetic low-light pairs in "
                        f"{len(stages)} stages",
         "data": f"synthetic pairs on the fly from ../shared/images (BSDS500 train+test, CamVid, CSun_Hays80, road): "
