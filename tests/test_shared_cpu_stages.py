@@ -62,9 +62,14 @@ def test_openvino_runs_unpinned_on_every_usable_cpu_and_torch_on_one(micro_path,
 
     monkeypatch.setattr(runtime, "_load_ir", lambda example: IR())
     monkeypatch.setattr(runtime._core, "compile_model", lambda ir, device, config: seen.update(config) or "compiled")
-    assert runtime._compiled_for(torch.rand(1, 3, 32, 32)) == "compiled"
+    monkeypatch.setattr(runtime._ov, "AsyncInferQueue", lambda compiled, jobs: ("queue", jobs))
+    # the batch's frames on parallel streams of one thread each (no thread waits for another)
+    streams = min(enhancer.threads, enhancer.batch_size)
+    want = ("compiled", ("queue", streams) if streams > 1 else None)
+    assert runtime._compiled_for(torch.rand(1, 3, 32, 32)) == want
     assert seen["ENABLE_CPU_PINNING"] is False
     assert seen["INFERENCE_NUM_THREADS"] == enhancer.threads
+    assert seen["PERFORMANCE_HINT"] == ("THROUGHPUT" if streams > 1 else "LATENCY")
 
 
 def test_bench_cli_load_option(micro_path, tmp_path):

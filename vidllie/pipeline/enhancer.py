@@ -105,7 +105,10 @@ class Enhancer:
             # precision auto: OpenVINO's choice for the CPU (bf16 where the CPU computes it natively:
             # 1.5x f32 on `fast`, -0.01 dB on the held-out pairs; docs/benchmarks.md).
             hint = None if opts.precision in (None, "auto") else PRECISION_HINTS[self.dtype]
-            model_fn = OpenVinoModel(self.model, threads=self.threads, precision=hint)
+            # A batch's frames in parallel, one thread each (a busy machine: no thread waits for
+            # another inside a frame); batch 1 keeps every thread on its frame (latency).
+            streams = min(self.threads or 1, opts.batch_size)
+            model_fn = OpenVinoModel(self.model, threads=self.threads, streams=streams, precision=hint)
         else:
             model_fn = torch.compile(self.model) if opts.compile else self.model
         # Torch's CPU threads for the run. The small element-wise stages (conversion, scene check,

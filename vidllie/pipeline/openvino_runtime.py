@@ -5,10 +5,11 @@ The network is converted once from PyTorch (``openvino.convert_model``, shapes l
 its padded core (:meth:`Restormer.forward_padded`: padding and cropping stay in torch, exactly as
 in :meth:`Restormer.forward`), kept on disk (OpenVINO IR, full-precision weights) under a key of
 the weights, the config and the library versions, and compiled for each padded frame size it
-meets, one frame per request (reuse tiles come in batches of any size). A batch runs its frames
-on parallel streams of one thread each (``THROUGHPUT``), a single frame on all threads
-(``LATENCY``): with streams no thread waits for another inside a frame, which on a busy machine
-halves the model stage's time (docs/benchmarks.md, "Speed on a shared machine"). Measured on the idle
+meets, one frame per request (reuse tiles come in batches of any size). With ``streams`` > 1 the
+frames of a batch run in parallel streams that share the threads (``THROUGHPUT``; the pipeline
+uses one thread per stream when the batch allows): no thread waits for another inside a frame,
+which on a busy machine halves the model stage's time (docs/benchmarks.md, "Speed on a shared
+machine"); ``streams=1`` runs one frame at a time on every thread (``LATENCY``). Measured on the idle
 2-core CPU, 640x360, `fast`: 56 ms per frame in eager PyTorch (channels-last), 38 ms with OpenVINO
 in f32 (docs/benchmarks.md); the outputs agree within 1e-5.
 
@@ -121,7 +122,9 @@ def model_key(model: nn.Module) -> str:
 class OpenVinoModel:
     """Callable like the model on CPU tensors: ``(B, 3, H, W)`` float -> ``(B, 3, H, W)`` float32.
 
-    ``threads``: OpenVINO inference threads (None: its default, all cores). ``precision``: an
+    ``threads``: OpenVINO inference threads (None: its default, all cores). ``streams``: frames of
+    a batch run in parallel, each on ``threads / streams`` threads (1: one frame at a time on all
+    threads, the lowest latency). ``precision``: an
     OpenVINO inference precision hint (``"f32"``, ``"bf16"``, ``"f16"``), or None for OpenVINO's
     choice for the CPU (bf16 where it computes bf16 natively, AVX512-BF16 or AMX; else f32;
     :attr:`precision_name` says which). ``cache_dir``: where the
@@ -130,8 +133,8 @@ class OpenVinoModel:
     machine) and compiles for the frame size (1-3 s, once per size; cached on disk too).
     """
 
-    def __init__(self, model: nn.Module, *, threads: int | None = None, precision: str | None = "f32",
-                 cache_dir: str | os.PathLike | None = None) -> None:
+    def __init__(self, model: nn.Module, *, threads: int | None = None, streams: int = 1,
+                 precision: str | None = "f32", cache_dir: str | os.PathLike | None = None) -> None:
         if not supports_openvino(model):
             raise VidllieError("runtime 'openvino' runs vidllie's Restormer models; use runtime 'torch'")
         try:
@@ -144,10 +147,11 @@ class OpenVinoModel:
         self.model = model
         self.align = int(model.restormer.size_multiple)
         self.threads, self.precision = threads, precision
+        self.streams = max(1, min(int(streams), int(threads or streams)))
         self.cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
         self._core = openvino.Core()
         self._ir = None  # the converted model, loaded on the first call
-        self._compiled: OrderedDict[tuple[tuple[int, int], int], tuple] = OrderedDict()  # (size, streams)
+        self._compiled: OrderedDict[tuple[int, int], tuple] = OrderedDict()  # size -> (compiled, queue)
         self.converted = False  # True once this process converted (not read from the cache)
 
     @property
@@ -188,16 +192,16 @@ class OpenVinoModel:
         self._ir = ir
         return self._ir
 
-    def _compiled_for(self, x: torch.Tensor, streams: int):
+    def _compiled_for(self, x: torch.Tensor):
         size = (int(x.shape[-2]), int(x.shape[-1]))
-        key = (size, streams)
-        if key in self._compiled:
-            self._compiled.move_to_end(key)
-            return self._compiled[key]
+        if size in self._compiled:
+            self._compiled.move_to_end(size)
+            return self._compiled[size]
         ir = self._load_ir(x[:1]).clone()
         ir.reshape([1, 3, *size])
+        streams = self.streams
         if streams > 1:
-            # One thread per stream, frames in parallel: no thread waits for another inside a
+            # Threads split between streams, frames in parallel: no thread waits for another inside a
             # frame, so a thread that the scheduler has not running (a busy machine) delays only
             # its own frame. Same output as one stream (compared bit for bit in the tests).
             config = {"PERFORMANCE_HINT": "THROUGHPUT", "NUM_STREAMS": streams}
@@ -214,7 +218,7 @@ class OpenVinoModel:
         config["ENABLE_CPU_PINNING"] = False
         compiled = self._core.compile_model(ir, "CPU", config)
         queue = self._ov.AsyncInferQueue(compiled, streams) if streams > 1 else None
-        self._compiled[key] = (compiled, queue)
+        self._compiled[size] = (compiled, queue)
         if len(self._compiled) > MAX_COMPILED:
             self._compiled.popitem(last=False)
         return compiled, queue
@@ -228,10 +232,9 @@ class OpenVinoModel:
         padded, (h, w) = pad_to_multiple(x.float(), self.align)
         frames = padded.contiguous().numpy()
         out = torch.empty(padded.shape, dtype=torch.float32)
-        # One frame per request: any batch size, one compiled size. A batch runs its frames on
-        # parallel streams (one thread each); a single frame gets every thread (latency).
-        streams = min(self.threads or 1, frames.shape[0])
-        compiled, queue = self._compiled_for(padded, streams)
+        # One frame per request: any batch size, one compiled size; with streams, the frames of
+        # a batch run in parallel.
+        compiled, queue = self._compiled_for(padded)
         if queue is None:
             for i in range(frames.shape[0]):
                 out[i] = torch.from_numpy(compiled(frames[i : i + 1])[0][0])
