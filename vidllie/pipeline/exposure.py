@@ -148,9 +148,8 @@ class SceneExposure:
         # neutral: near black, the input's colour is its noise and bias; no brighter than the local
         # mean, so a light beside the fill does not spread a lifted glow into it
         low = torch.minimum(kornia.filters.gaussian_blur2d(xl, (5, 5), (1.5, 1.5)), local)
-        dark = ((1 - w) * torch.exp(scene_gain).clamp(max=self.dark_gain) * low).expand(-1, 3, -1, -1)
-        maps = torch.cat([w * corr, dark], dim=1)
-        maps = F.interpolate(maps, size=size, mode="bilinear", align_corners=False)
+        dark = (1 - w) * torch.exp(scene_gain).clamp(max=self.dark_gain) * low  # grey: one channel
+        maps = F.interpolate(torch.cat([w * corr, dark], dim=1), size=size, mode="bilinear", align_corners=False)
         return (y * maps[:, :1]).add_(maps[:, 1:]).clamp_(0.0, 1.0)
 
 
