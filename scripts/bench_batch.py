@@ -15,7 +15,7 @@ import json
 import tempfile
 from pathlib import Path
 
-from vidllie.pipeline.batch import enhance_many
+from vidllie.jobs.batch import enhance_many
 from vidllie.pipeline.options import parse_size
 from vidllie.video.synthetic import write_synthetic_clip
 

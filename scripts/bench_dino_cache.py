@@ -1,5 +1,5 @@
 """What the DINO cache saves, with DINO at its real size: a randomly initialised DINOv3 ViT-S/16
-(timing only, :func:`vidllie.pipeline.bench.random_dinov3_vits16`) behind the pipeline's own
+(timing only, :func:`vidllie.jobs.bench.random_dinov3_vits16`) behind the pipeline's own
 decision path (scene cuts, reuse planner, :class:`DinoCache`), without the restoration network.
 
     python scripts/bench_dino_cache.py runs/static/traffic_night_b.mp4 ../shared/media/night_dashcam.mp4 --frames 40
@@ -22,7 +22,7 @@ import torch
 
 from vidllie.models.configuration import DinoConfig
 from vidllie.models.dino import DinoBackbone
-from vidllie.pipeline.bench import random_dinov3_vits16
+from vidllie.jobs.bench import random_dinov3_vits16
 from vidllie.pipeline.dino_cache import DinoCache
 from vidllie.pipeline.options import DEFAULTS
 from vidllie.pipeline.reuse import RegionReuse

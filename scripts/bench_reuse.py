@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from vidllie import Enhancer
+from vidllie.jobs.video_job import enhance_video_file
 from vidllie.video import VideoReader
 
 
@@ -42,7 +43,7 @@ def measure(clip: Path, frames: int, out_dir: Path, model: str = "default") -> d
     for reuse in (False, True):
         enhancer = Enhancer(model, device="cpu", reuse=reuse)
         dst = out_dir / f"{clip.stem}_{'reuse' if reuse else 'noreuse'}.mp4"
-        stats = enhancer.enhance_video(clip, dst, max_frames=frames, crf=8, overwrite=True, audio=False)
+        stats = enhance_video_file(enhancer, clip, dst, max_frames=frames, crf=8, overwrite=True, audio=False)
         outs[reuse] = read(dst, frames)
         result["reuse" if reuse else "no_reuse"] = {
             "fps": stats["fps"], "seconds": stats["wall_seconds"], "model_ms_per_frame": stats["stages"]["model"]["ms_per_frame"],

@@ -92,7 +92,7 @@ def correctness():
 def guided(cache):
     from vidllie.models import build_model
     from vidllie.models.dino import DinoBackbone
-    from vidllie.pipeline.bench import random_dinov3_vits16, run_bench
+    from vidllie.jobs.bench import random_dinov3_vits16, run_bench
 
     model = build_model("tiny")
     dino = DinoBackbone(model.config.dino, backbone=random_dinov3_vits16())
@@ -101,7 +101,7 @@ def guided(cache):
 
 
 def dino_timing():
-    from vidllie.pipeline.bench import time_dino
+    from vidllie.jobs.bench import time_dino
 
     return time_dino(("360p", "720p", "1080p", "4k"), device="cuda", frames=10, short_sides=(224, 448, None))
 

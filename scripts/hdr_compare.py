@@ -27,6 +27,7 @@ import av
 import numpy as np
 
 from vidllie import Enhancer
+from vidllie.jobs.video_job import enhance_video_file
 from vidllie.video import VideoReader
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -82,10 +83,10 @@ def main() -> None:
         make_hdr(args.input, hdr, kind, args.seconds)
         ffmpeg("-i", str(hdr), "-vf", TONEMAP, "-c:v", "libx264", "-crf", "12", "-c:a", "copy", str(ref))
         ours, theirs = work / f"{kind.lower()}_enhanced.mp4", work / f"{kind.lower()}_ref_enhanced.mp4"
-        stats = enhancer.enhance_video(hdr, ours, overwrite=True)
-        enhancer.enhance_video(ref, theirs, overwrite=True)
+        stats = enhance_video_file(enhancer, hdr, ours, overwrite=True)
+        enhance_video_file(enhancer, ref, theirs, overwrite=True)
         keep = work / f"{kind.lower()}_keep.mp4"
-        enhancer.enhance_video(hdr, keep, overwrite=True, hdr="keep")
+        enhance_video_file(enhancer, hdr, keep, overwrite=True, hdr="keep")
         with av.open(str(keep)) as c:
             cc = c.streams.video[0].codec_context
             keep_tags = {"codec": cc.name, "pix_fmt": cc.pix_fmt, "primaries": int(cc.color_primaries),

@@ -128,6 +128,7 @@ def cmd_evaluate(args) -> int:
 def cmd_realclip(args) -> int:
     """The real dashcam clip through the whole pipeline (decode, model, smoothing, encode) with the
     given model; issue 11's bars on every frame of the output."""
+    from vidllie.jobs.video_job import enhance_video_file
     from vidllie.pipeline.enhancer import Enhancer
     from vidllie.video.reader import VideoReader
 
@@ -136,7 +137,7 @@ def cmd_realclip(args) -> int:
     out_dir = REPO / "runs" / "realclip"
     out_dir.mkdir(parents=True, exist_ok=True)
     dst = out_dir / f"dashcam_{tag}.mkv"
-    stats = Enhancer(model).enhance_video(DASHCAM, dst, overwrite=True, end=args.end, crf=12)
+    stats = enhance_video_file(Enhancer(model), DASHCAM, dst, overwrite=True, end=args.end, crf=12)
 
     def read(path):
         with VideoReader(path, passthrough=False) as r:

@@ -18,7 +18,7 @@ from conftest import micro_config
 from media import audio_packets, make_clip, video_times
 from vidllie.cli import app
 from vidllie.models import build_model, save_model
-from vidllie.pipeline.batch import MANIFEST_NAME, FileTask, Manifest, decide, enhance_many
+from vidllie.jobs.batch import MANIFEST_NAME, FileTask, Manifest, decide, enhance_many
 
 FAST = {"preset": "ultrafast", "temporal": 0.5}
 FRAMES = {"a.mp4": 8, "b.mp4": 9, "c.mkv": 10, "d.mp4": 11}

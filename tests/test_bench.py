@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from media import make_clip, still_noise
-from vidllie.pipeline.bench import format_report, run_bench
+from vidllie.jobs.bench import format_report, run_bench
 from vidllie.pipeline.options import parse_size
 from vidllie.pipeline.timing import STAGES
 

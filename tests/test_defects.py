@@ -90,10 +90,11 @@ def test_resolution_change_mid_stream_scales_to_the_first_size(tmp_path):
 
 
 def test_resolution_change_through_the_enhancer(micro_path, tmp_path):
+    from vidllie.jobs.video_job import enhance_video_file
     from vidllie.pipeline.enhancer import Enhancer
 
     src = two_size_ts(tmp_path)
-    stats, _ = caught(lambda: Enhancer(micro_path, device="cpu", batch_size=4).enhance_video(
+    stats, _ = caught(lambda: enhance_video_file(Enhancer(micro_path, device="cpu", batch_size=4),
         src, tmp_path / "out.mp4", preset="ultrafast"))
     assert stats["frames"] == 22 and len(video_times(tmp_path / "out.mp4")) == 22
 

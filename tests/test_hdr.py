@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 from tests.media import audio_packets, make_clip, with_dolby_vision_84
 from vidllie import Enhancer
 from vidllie.cli import app
+from vidllie.jobs.video_job import enhance_video_file
 from vidllie.ops import hdr as H
 from vidllie.ops.color import mean_luma
 from vidllie.pipeline.hdr import HdrConversion
@@ -137,7 +138,7 @@ def test_reader_detects_hdr_and_converts_bt2020(hdr_clip):
 def test_hdr_clip_enhanced_to_sdr(hdr_clip, micro_path, tmp_path):
     path, kind = hdr_clip
     out = tmp_path / "out.mp4"
-    stats = Enhancer(micro_path, device="cpu", batch_size=4).enhance_video(path, out)
+    stats = enhance_video_file(Enhancer(micro_path, device="cpu", batch_size=4), path, out)
     assert stats["frames"] == FRAMES
     assert stats["hdr"]["input"] == kind.upper() and stats["hdr"]["output"] == "SDR BT.709"
     with av.open(str(out)) as c:
@@ -152,7 +153,7 @@ def test_hdr_sdr_conversion_is_tone_mapped(hdr_clip, tmp_path):
     # the lamp is brought under SDR white rather than clipped.
     path, kind = hdr_clip
     out = tmp_path / "sdr.mkv"
-    _identity_enhancer().enhance_video(path, out, codec="ffv1", pix_fmt="yuv444p16le")
+    enhance_video_file(_identity_enhancer(), path, out, codec="ffv1", pix_fmt="yuv444p16le")
     with VideoReader(out) as r:
         img = next(iter(r)).image.astype(np.float64) / 65535
     x = torch.from_numpy(hdr_scene(kind)(0).astype(np.float32) / 65535).permute(2, 0, 1)[None]
@@ -165,7 +166,7 @@ def test_hdr_sdr_conversion_is_tone_mapped(hdr_clip, tmp_path):
 def test_hdr_keep_writes_10bit_hlg(hdr_clip, tmp_path):
     path, kind = hdr_clip
     out = tmp_path / "keep.mp4"
-    stats = _identity_enhancer().enhance_video(path, out, hdr="keep")
+    stats = enhance_video_file(_identity_enhancer(), path, out, hdr="keep")
     assert stats["hdr"]["mode"] == "keep" and stats["frames"] == FRAMES
     with av.open(str(out)) as c:
         v = c.streams.video[0]
@@ -191,7 +192,7 @@ def test_hdr_as_is_and_reader_refusal(hdr_clip, tmp_path):
     with pytest.raises(InputError, match="HDR"):
         VideoReader(path)
     with pytest.warns(UserWarning, match="as-is"):
-        stats = _identity_enhancer().enhance_video(path, tmp_path / "raw.mp4", hdr="as-is")
+        stats = enhance_video_file(_identity_enhancer(), path, tmp_path / "raw.mp4", hdr="as-is")
     assert stats["hdr"]["conversion"] is None and stats["hdr"]["input"] == kind.upper()
 
 
@@ -224,7 +225,7 @@ def test_dolby_vision_84_reads_as_hlg(tmp_path, micro_path, mode):
     dv = with_dolby_vision_84(hlg, tmp_path / "dv.mp4")
     assert b"dvcC" in dv.read_bytes()  # (`ffmpeg -i` lists it: "DOVI configuration record")
     out = tmp_path / f"out_{mode}.mp4"
-    stats = Enhancer(micro_path, device="cpu", batch_size=4).enhance_video(dv, out, hdr=mode)
+    stats = enhance_video_file(Enhancer(micro_path, device="cpu", batch_size=4), dv, out, hdr=mode)
     assert stats["frames"] == FRAMES and stats["hdr"]["input"] == "HLG"
     with av.open(str(out)) as c:
         assert sum(1 for _ in c.decode(video=0)) == FRAMES
@@ -235,7 +236,7 @@ def test_dolby_vision_84_reads_as_hlg(tmp_path, micro_path, mode):
 def test_preview_of_an_hdr_clip_shows_the_sdr_conversion(hdr_clip, tmp_path):
     # preview converts HLG/PQ as enhance does: not refused, and the input column is the SDR
     # picture the model sees (identity model: input and output columns agree).
-    from vidllie.pipeline.preview import preview
+    from vidllie.jobs.preview import preview
 
     path, kind = hdr_clip
     got = preview(path, tmp_path / "sheet.png", models=[Identity()], moments=2, frames=2,

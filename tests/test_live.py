@@ -99,7 +99,7 @@ def decoded(path: Path) -> tuple[list[float], int]:
 
 
 def test_duration_on_a_live_stream_ends_by_itself(server, enhancer, tmp_path):
-    from vidllie.pipeline.live import enhance_live
+    from vidllie.jobs.live import enhance_live
 
     dst = tmp_path / "night.mkv"
     stats = enhance_live(enhancer, server.url, dst, end=3.0, preset="ultrafast")
@@ -113,7 +113,7 @@ def test_duration_on_a_live_stream_ends_by_itself(server, enhancer, tmp_path):
 
 
 def test_start_and_end_count_from_the_first_frame_without_seeking(server, enhancer, tmp_path):
-    from vidllie.pipeline.live import enhance_live
+    from vidllie.jobs.live import enhance_live
 
     dst = tmp_path / "window.mp4"
     stats = enhance_live(enhancer, server.url, dst, start=1.0, end=2.0, preset="ultrafast")
@@ -122,7 +122,7 @@ def test_start_and_end_count_from_the_first_frame_without_seeking(server, enhanc
 
 
 def test_segments_are_complete_files_named_by_start_time(server, enhancer, tmp_path):
-    from vidllie.pipeline.live import enhance_live
+    from vidllie.jobs.live import enhance_live
 
     stats = enhance_live(enhancer, server.url, tmp_path / "cam.mkv", end=3.5, segment=1.0,
                          preset="ultrafast")
@@ -136,7 +136,7 @@ def test_segments_are_complete_files_named_by_start_time(server, enhancer, tmp_p
 
 
 def test_server_restart_is_survived_with_a_gap(loop_clip, enhancer, tmp_path):
-    from vidllie.pipeline.live import enhance_live
+    from vidllie.jobs.live import enhance_live
 
     server = LoopServer(loop_clip).start()
     import threading
@@ -231,7 +231,7 @@ def test_duration_on_a_file_trims_from_start(micro_path, tmp_path):
 def test_a_deep_output_gets_16_bit_frames_in_live_mode_too(enhancer, tmp_path, monkeypatch):
     # 8-bit input, 10-bit segments: the enhancer hands over 16-bit frames, as it does for files
     # (the run decides before the first segment's writer exists).
-    from vidllie.pipeline.live import enhance_live
+    from vidllie.jobs.live import enhance_live
 
     src = make_clip(tmp_path / "rec.mkv", width=64, height=48, frames=6, fps=FPS)
     asked, real = [], enhancer.process_batch

@@ -18,8 +18,9 @@ import torch
 
 from media import audio_packets, make_clip, video_times
 from vidllie.errors import DeviceError, OutputError
-from vidllie.pipeline import streaming
-from vidllie.pipeline.enhancer import Enhancer, enhance_video
+from vidllie.jobs import streaming
+from vidllie.jobs.video_job import enhance_video, enhance_video_file
+from vidllie.pipeline.enhancer import Enhancer
 from vidllie.video import Frame, VideoReader, VideoWriter
 
 FAST = {"preset": "ultrafast"}
@@ -90,7 +91,7 @@ def test_enhance_frames_equals_what_enhance_video_encodes(micro_path, clip, tmp_
     """FFV1 + bgr0 in MKV is lossless, so the file holds exactly what the pipeline produced."""
     dst = tmp_path / "lossless.mkv"
     enhancer = Enhancer(micro_path, device="cpu", batch_size=4)
-    enhancer.enhance_video(clip, dst, codec="ffv1", pix_fmt="bgr0", crf=None, preset=None)
+    enhance_video_file(enhancer, clip, dst, codec="ffv1", pix_fmt="bgr0", crf=None, preset=None)
     from_video = _lossless(dst)
     decoded = [f.image for f in VideoReader(clip)]
     from_frames = list(Enhancer(micro_path, device="cpu", batch_size=4).enhance_frames(decoded))
@@ -120,7 +121,7 @@ def test_compute_error_or_ctrl_c_leaves_no_file(micro_path, clip, tmp_path, erro
     enhancer = Enhancer(micro_path, device="cpu", batch_size=2)
     _fail_model_after(enhancer, 3, error)
     with pytest.raises(type(error)):
-        enhancer.enhance_video(clip, tmp_path / "out.mp4", **FAST)
+        enhance_video_file(enhancer, clip, tmp_path / "out.mp4", **FAST)
     assert files_in(tmp_path) == []
 
 
@@ -301,7 +302,7 @@ def test_oom_everywhere_is_a_device_error_and_no_file(micro_path, clip, tmp_path
     enhancer = Enhancer(micro_path, device="cpu", batch_size=2)
     _fail_model_after(enhancer, 0, torch.OutOfMemoryError("CUDA out of memory (simulated)"))
     with pytest.warns(UserWarning), pytest.raises(DeviceError, match="out of memory"):
-        enhancer.enhance_video(clip, tmp_path / "out.mp4", **FAST)
+        enhance_video_file(enhancer, clip, tmp_path / "out.mp4", **FAST)
     assert files_in(tmp_path) == []
 
 

@@ -23,8 +23,9 @@ from typer.testing import CliRunner
 from media import audio_packets, make_clip, rgb_frames, video_times
 from vidllie.cli import app
 from vidllie.errors import InputError, OutputError
-from vidllie.pipeline.enhancer import Enhancer, enhance_video
-from vidllie.pipeline.jobs import plan_jobs
+from vidllie.jobs.plan import plan_jobs
+from vidllie.jobs.video_job import enhance_video
+from vidllie.pipeline.enhancer import Enhancer
 
 # One torch thread: the subprocesses share 2 cores with the test runner.
 FAST = ["--preset", "ultrafast", "--threads", "1", "-q"]

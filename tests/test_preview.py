@@ -11,8 +11,8 @@ from typer.testing import CliRunner
 
 from media import flat, make_clip
 from vidllie.cli import app
-from vidllie.pipeline.preview import format_time, moment_times, preview
-from vidllie.pipeline.sheet import BAND, GAP
+from vidllie.jobs.preview import format_time, moment_times, preview
+from vidllie.jobs.sheet import BAND, GAP
 from vidllie.video import VideoReader
 
 QUICK = dict(device="cpu", runtime="torch", threads=1)

@@ -141,7 +141,7 @@ def test_cli_reuse_writes_the_recomputed_share(tmp_path, micro_path):
 
 
 def test_timing_dino_has_the_real_vits16_configuration():
-    from vidllie.pipeline.bench import random_dinov3_vits16, time_dino
+    from vidllie.jobs.bench import random_dinov3_vits16, time_dino
 
     c = random_dinov3_vits16().config
     assert (c.hidden_size, c.num_hidden_layers, c.num_attention_heads, c.patch_size, c.num_register_tokens) == (384, 12, 6, 16, 4)

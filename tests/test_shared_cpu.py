@@ -15,9 +15,9 @@ import pytest
 
 from vidllie.errors import InputError
 from vidllie.pipeline import environment
-from vidllie.pipeline.bench import format_report, run_bench
+from vidllie.jobs.bench import format_report, run_bench
 from vidllie.pipeline.environment import available_cpus, cgroup_cpu_quota
-from vidllie.pipeline.load import busy_processes
+from vidllie.jobs.load import busy_processes
 
 
 # ---------------------------------------------------------------- CPUs: affinity and cgroup quota
@@ -122,7 +122,7 @@ def test_busy_processes_run_and_are_always_reaped():
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
 def test_busy_processes_end_when_vidllie_is_killed(tmp_path):
     # SIGKILL leaves no chance to clean up: each loop notices its parent is gone and stops.
-    code = ("import sys, time; from vidllie.pipeline.load import busy_processes\n"
+    code = ("import sys, time; from vidllie.jobs.load import busy_processes\n"
             "with busy_processes(1) as p:\n    print(p[0].pid, flush=True); time.sleep(60)\n")
     parent = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     child = int(parent.stdout.readline())

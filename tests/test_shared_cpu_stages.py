@@ -91,7 +91,9 @@ def test_codec_threads_under_a_cgroup_quota_reach_the_decoder_and_encoder(micro_
 
     from media import make_clip
     from vidllie import Enhancer
-    from vidllie.pipeline import environment, video_job
+    from vidllie.jobs import video_job
+    from vidllie.jobs.video_job import enhance_video_file
+    from vidllie.pipeline import environment
     from vidllie.video import reader as reader_module
     from vidllie.video import writer as writer_module
 
@@ -112,7 +114,7 @@ def test_codec_threads_under_a_cgroup_quota_reach_the_decoder_and_encoder(micro_
     monkeypatch.setattr(reader_module.VideoReader, "__init__", reader)
     monkeypatch.setattr(writer_module.VideoWriter, "__init__", writer)
     src = make_clip(tmp_path / "in.mp4", frames=6)
-    stats = Enhancer(micro_path, device="cpu").enhance_video(src, tmp_path / "out.mp4", preset="ultrafast")
+    stats = enhance_video_file(Enhancer(micro_path, device="cpu"), src, tmp_path / "out.mp4", preset="ultrafast")
     assert seen == {"decoder": 1, "encoder": {"threads": "1"}}
     assert stats["frames"] == 6
     with av.open(str(tmp_path / "out.mp4")) as out:

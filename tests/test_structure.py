@@ -1,5 +1,6 @@
-"""The shape of the code base and its typed options: no import cycle inside vidllie/, one-line
-refusals of unknown options (enhance and training configs), defaults from one place."""
+"""The shape of the code base and its typed options: no import cycle inside vidllie/, the frame
+path never imports the jobs around it, one-line refusals of unknown options (enhance and training
+configs), defaults from one place."""
 
 from __future__ import annotations
 
@@ -18,25 +19,39 @@ def _module_name(path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
-def _imports() -> dict[str, set[str]]:
-    """Module -> vidllie modules it imports at run time (anywhere in it; TYPE_CHECKING excluded)."""
+def _imported_names(name: str, path: Path, node: ast.AST) -> list[str]:
+    """The dotted names an import statement (absolute or relative) or an ``import_module("...")``
+    / ``__import__("...")`` call in module ``name`` may load."""
+    if isinstance(node, ast.ImportFrom):
+        base = node.module or ""
+        if node.level:  # relative: resolved against the module's package
+            package = name.split(".") if path.name == "__init__.py" else name.split(".")[:-1]
+            parts = package[: len(package) - node.level + 1]
+            base = ".".join(parts + ([node.module] if node.module else []))
+        return [base] + [f"{base}.{a.name}" for a in node.names]
+    if isinstance(node, ast.Import):
+        return [a.name for a in node.names]
+    if (isinstance(node, ast.Call) and node.args and isinstance(node.args[0], ast.Constant)
+            and isinstance(node.args[0].value, str)
+            and ast.unparse(node.func).split(".")[-1] in ("import_module", "__import__")):
+        return [node.args[0].value]
+    return []
+
+
+def _imports(type_checking: bool = False) -> dict[str, set[str]]:
+    """Module -> vidllie modules it imports at run time (anywhere in it, functions included;
+    imports under ``if TYPE_CHECKING:`` only with ``type_checking``)."""
     modules = {_module_name(p): p for p in PACKAGE.rglob("*.py")}
     graph: dict[str, set[str]] = {}
     for name, path in modules.items():
         tree = ast.parse(path.read_text())
-        type_only = {id(n) for node in ast.walk(tree) if isinstance(node, ast.If)
-                     and "TYPE_CHECKING" in ast.unparse(node.test) for n in ast.walk(node)}
+        type_only = set() if type_checking else {
+            id(n) for node in ast.walk(tree) if isinstance(node, ast.If)
+            and "TYPE_CHECKING" in ast.unparse(node.test) for n in ast.walk(node)}
         deps = set()
         for node in ast.walk(tree):
-            if id(node) in type_only:
-                continue
-            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-                candidates = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
-            elif isinstance(node, ast.Import):
-                candidates = [a.name for a in node.names]
-            else:
-                continue
-            deps |= {c for c in candidates if c in modules and c != name}
+            if id(node) not in type_only:
+                deps |= {c for c in _imported_names(name, path, node) if c in modules and c != name}
         # A package importing its own children (or a child its package) is not a cycle.
         graph[name] = {d for d in deps if not d.startswith(name + ".") and not name.startswith(d + ".")}
     return graph
@@ -61,8 +76,27 @@ def test_no_import_cycle_inside_vidllie():
             visit(module, [module])
 
 
+FRAME_PATH = ("vidllie.pipeline", "vidllie.models", "vidllie.video", "vidllie.ops")
+
+
+def _in(module: str, packages: tuple[str, ...]) -> bool:
+    return any(module == p or module.startswith(p + ".") for p in packages)
+
+
+def test_frame_path_imports_nothing_from_the_jobs():
+    """One direction: the jobs (vidllie.jobs) use the frame path; the frame path, the models, the
+    video layer and the ops never import the jobs, not inside functions, not for type hints."""
+    graph = _imports(type_checking=True)
+    assert "vidllie.jobs" in graph and "vidllie.jobs.video_job" in graph
+    assert graph["vidllie.jobs.video_job"] & {"vidllie.pipeline.enhancer"}  # the direction that is allowed
+    wrong = sorted(f"{m} -> {d}" for m, deps in graph.items() if _in(m, FRAME_PATH)
+                   for d in deps if _in(d, ("vidllie.jobs", "vidllie.cli", "vidllie.cli_preview")))
+    assert not wrong, "the frame path imports the jobs: " + ", ".join(wrong)
+
+
 def test_enhance_options_are_typed_and_unknown_ones_refused(micro_path):
-    from vidllie.pipeline.enhancer import ENHANCER_OPTIONS, Enhancer, enhance_video
+    from vidllie.jobs.video_job import enhance_video
+    from vidllie.pipeline.enhancer import ENHANCER_OPTIONS, Enhancer
     from vidllie.pipeline.options import DEFAULTS, EnhanceConfig
 
     assert set(ENHANCER_OPTIONS) == set(EnhanceConfig.names()) and "chunk" in ENHANCER_OPTIONS

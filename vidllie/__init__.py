@@ -9,16 +9,20 @@ __all__ = ["__version__", "Enhancer", "enhance_video", "enhance_many", "preview"
 
 def __getattr__(name: str):
     # Lazy so that `import vidllie` (e.g. for the CLI's --help) does not import torch.
-    if name in ("Enhancer", "enhance_video"):
-        from vidllie.pipeline import enhancer
+    if name == "Enhancer":
+        from vidllie.pipeline.enhancer import Enhancer
 
-        return getattr(enhancer, name)
+        return Enhancer
+    if name == "enhance_video":
+        from vidllie.jobs.video_job import enhance_video
+
+        return enhance_video
     if name == "enhance_many":
-        from vidllie.pipeline.batch import enhance_many
+        from vidllie.jobs.batch import enhance_many
 
         return enhance_many
     if name == "preview":
-        from vidllie.pipeline.preview import preview
+        from vidllie.jobs.preview import preview
 
         return preview
     raise AttributeError(f"module 'vidllie' has no attribute {name!r}")

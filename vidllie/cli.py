@@ -200,10 +200,11 @@ def enhance(
     with user_errors(), contextlib.ExitStack() as claims:
         if retry_failed or force or gpus_per_worker is not None:
             raise typer.BadParameter("--retry-failed, --force and --gpus-per-worker belong to batch jobs (--workers N)")
+        from vidllie.jobs.interrupts import Interrupted, exit_code, signal_name, signals_finish, signals_interrupt
+        from vidllie.jobs.live import enhance_live
+        from vidllie.jobs.plan import check_output_file, is_pipe, is_url, parse_time, plan_jobs
+        from vidllie.jobs.video_job import enhance_video_file
         from vidllie.pipeline.enhancer import Enhancer
-        from vidllie.pipeline.interrupts import Interrupted, exit_code, signal_name, signals_finish, signals_interrupt
-        from vidllie.pipeline.jobs import check_output_file, is_pipe, is_url, parse_time, plan_jobs
-        from vidllie.pipeline.live import enhance_live
         from vidllie.video.pipes import special_output_kind, stdout_for_video
 
         jobs = plan_jobs(inputs, output)
@@ -260,7 +261,7 @@ def enhance(
                              f"output finished")
                 else:
                     with signals_interrupt():  # SIGTERM/SIGHUP abort like Ctrl-C: no temp file left
-                        stats = enhancer.enhance_video(job.src, dst, hdr=hdr, **video)
+                        stats = enhance_video_file(enhancer, job.src, dst, hdr=hdr, **video)
             except OutputClosedError as err:
                 progress.close()  # the reader downstream stopped (| head): end quietly
                 raise typer.Exit(err.exit_code) from None
@@ -304,7 +305,7 @@ def _pipe_options(jobs, out_format, input_format, size, rate, pix_fmt) -> tuple[
     --pix-fmt names the raw input's frames; a raw output keeps that layout, an encoded output
     from raw input gets the encoder's default."""
     from vidllie.errors import InputError
-    from vidllie.pipeline.jobs import is_pipe
+    from vidllie.jobs.plan import is_pipe
     from vidllie.pipeline.options import parse_size
     from vidllie.video.pipes import DEFAULT_PIPE_FORMAT, check_pipe_format, raw_video_options, stdout_seekable
 
@@ -332,10 +333,10 @@ def _pipe_options(jobs, out_format, input_format, size, rate, pix_fmt) -> tuple[
 
 def _enhance_batch(inputs, output, *, yes, quiet, stats_json, workers, gpus_per_worker, ray_address,
                    retry_failed, force, options) -> None:
-    """``enhance --workers N`` / ``--ray``: the resumable batch job (``vidllie.pipeline.batch``)."""
+    """``enhance --workers N`` / ``--ray``: the resumable batch job (``vidllie.jobs.batch``)."""
     with user_errors():
-        from vidllie.pipeline.batch import enhance_many, format_summary
-        from vidllie.pipeline.jobs import parse_time
+        from vidllie.jobs.batch import enhance_many, format_summary
+        from vidllie.jobs.plan import parse_time
 
         options.update(start=parse_time(options["start"]), end=parse_time(options["end"]))
         summary: dict = {}
@@ -372,7 +373,7 @@ def info(
     video file: its stream, and whether it is HDR and what enhance does with it."""
     with user_errors():
         from vidllie.models.info import describe, format_info
-        from vidllie.pipeline.jobs import VIDEO_SUFFIXES
+        from vidllie.jobs.plan import VIDEO_SUFFIXES
         from vidllie.pipeline.options import parse_size
 
         if Path(model).suffix.lower() in VIDEO_SUFFIXES:
@@ -421,10 +422,10 @@ def bench(
     """Frame-rate benchmark of the real pipeline with a per-stage breakdown."""
     with user_errors():
         from vidllie.errors import InputError
-        from vidllie.pipeline.bench import format_report, run_bench
+        from vidllie.jobs.bench import format_report, run_bench
 
         if dino_timing:
-            from vidllie.pipeline.bench import format_dino_timing, time_dino
+            from vidllie.jobs.bench import format_dino_timing, time_dino
 
             r = time_dino(device=device, threads=threads)
             if json_path is not None:
@@ -445,7 +446,7 @@ def bench(
         if not quiet:
             typer.echo(format_report(r))
         if compare is not None:
-            from vidllie.pipeline.bench import compare_reports, format_comparison
+            from vidllie.jobs.bench import compare_reports, format_comparison
 
             other = run_bench(input, model=compare, **{**settings, "runtime": compare_runtime or runtime})
             r = compare_reports(r, other)

@@ -1,4 +1,4 @@
-"""The ``vidllie preview`` command (thin: options -> :func:`vidllie.pipeline.preview.preview`).
+"""The ``vidllie preview`` command (thin: options -> :func:`vidllie.jobs.preview.preview`).
 
 Kept beside ``cli.py`` (which stays under the size limit); ``cli.py`` calls :func:`register` with
 its app, its error wrapper and its progress bar, so this module never imports the CLI.
@@ -43,8 +43,8 @@ def register(app: typer.Typer, user_errors: Callable, progress_bar: Callable) ->
     ) -> None:
         """Enhance a few moments and write a before/after contact sheet, with an estimate of the full run's time."""
         with user_errors():
-            from vidllie.pipeline.preview import format_time
-            from vidllie.pipeline.preview import preview as run_preview
+            from vidllie.jobs.preview import format_time
+            from vidllie.jobs.preview import preview as run_preview
 
             sheet = output or Path(input).with_name(f"{Path(input).stem}_preview.png")
             bar = progress_bar(Path(input).name, quiet)

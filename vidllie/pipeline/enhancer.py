@@ -1,4 +1,4 @@
-"""The enhancement pipeline's Python API: :class:`Enhancer` and :func:`enhance_video`.
+"""The frame path's Python API: :class:`Enhancer`.
 
 :class:`Enhancer` owns the per-stream state and the order of the device steps on a batch: integer
 frames are uploaded and converted on the device (:mod:`~vidllie.pipeline.transfer`), scene cuts
@@ -6,14 +6,13 @@ are detected, DINO maps come from the key-frame cache, the model runs within the
 (:mod:`~vidllie.pipeline.runner`: pixel budget, exact chunks, out-of-memory ladder), the output
 is clamped, temporally smoothed, quantised on the device and downloaded. Cache and smoothing state
 carry over from batch to batch, so a stream is enhanced as one sequence. Its options are the
-typed :class:`~vidllie.pipeline.options.EnhanceConfig`; video files go through
-:mod:`~vidllie.pipeline.video_job`::
+typed :class:`~vidllie.pipeline.options.EnhanceConfig`. It knows frames only: files, streams and
+folders are the jobs' (:mod:`vidllie.jobs`), which feed it::
 
     from vidllie import Enhancer
     enhancer = Enhancer("default", device="auto")
     for out in enhancer.enhance_frames(frames):      # frames: iterable of (H, W, 3) uint8
         show(out)                                    # (H, W, 3) uint8, same order
-    stats = enhancer.enhance_video("night.mp4", "night_enhanced.mp4")
 """
 
 from __future__ import annotations
@@ -192,7 +191,7 @@ class Enhancer:
     ) -> tuple[np.ndarray, Callable[[], None] | None]:
         """Enhance consecutive same-sized frames; returns ``(array (B, H, W, 3), ready)``.
 
-        The building block of :meth:`enhance_frames` and :meth:`enhance_video`; call ``ready()``
+        The building block of :meth:`enhance_frames` and of the video jobs; call ``ready()``
         (when not None) before reading the array. Keeps the stream state. The output is uint16
         when ``wide_output`` (default: when the input is uint16), else uint8.
         """
@@ -283,18 +282,6 @@ class Enhancer:
             ready()
         yield from out
 
-    def enhance_video(self, src: str | os.PathLike, dst: str | os.PathLike, **options: Any) -> dict[str, Any]:
-        """Enhance a video file (or URL) into ``dst``; returns the stats dict.
-
-        ``options``: ``start``, ``end`` (seconds), ``codec``, ``crf``, ``preset``, ``pix_fmt``,
-        ``audio``, ``overwrite``, ``progress``, ``queue_size``, ``max_frames``, ``hdr`` ("sdr",
-        "keep" or "as-is": what HLG/PQ input becomes, :mod:`vidllie.pipeline.hdr`); see
-        :func:`vidllie.pipeline.video_job.enhance_video_file`, which does the work.
-        """
-        from vidllie.pipeline.video_job import enhance_video_file
-
-        return enhance_video_file(self, src, dst, **options)
-
     def stats(self, *, wall_seconds: float | None = None, frames: int | None = None) -> dict[str, Any]:
         """Per-stage timings, cache hit rate, memory peaks and versions of the current run."""
         stages = self.timer.summary()
@@ -345,17 +332,3 @@ def _load_model(model: str | os.PathLike | nn.Module | None) -> tuple[nn.Module,
 
     return load_model(model if model is not None else "default"), str(model)
 
-
-def enhance_video(src: str | os.PathLike, dst: str | os.PathLike, **options: Any) -> dict[str, Any]:
-    """Enhance ``src`` into ``dst`` with a fresh :class:`Enhancer`; returns the stats dict.
-
-    ``options`` are :class:`EnhanceConfig` fields (model, dino, device, precision, batch_size,
-    chunk, temporal, dino_cache, ...) and :meth:`Enhancer.enhance_video` arguments (start, end,
-    codec, crf, preset, pix_fmt, audio, overwrite, progress).
-
-    Example:
-        >>> stats = enhance_video("night.mp4", "night_enhanced.mp4", device="cuda")  # doctest: +SKIP
-        >>> stats["fps"], stats["dino_cache"]["hit_rate"]                            # doctest: +SKIP
-    """
-    config, video_options = EnhanceConfig.split(options)
-    return Enhancer(config.model, config=config).enhance_video(src, dst, **video_options)

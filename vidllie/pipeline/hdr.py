@@ -1,7 +1,7 @@
 """HDR (HLG/PQ) input on the device: the model works on SDR BT.709, so an HDR batch is converted
 to it after upload and, for ``hdr="keep"``, the model's output goes back to HLG before download.
 
-``hdr`` modes of :func:`~vidllie.pipeline.video_job.enhance_video_file` (``--hdr`` on the CLI):
+``hdr`` modes of a video run (``hdr=`` of :func:`vidllie.enhance_video`, ``--hdr`` on the CLI):
 
 - ``"sdr"`` (default): HLG/PQ -> SDR BT.709 in linear light (:func:`vidllie.ops.hdr.hdr_to_sdr`:
   inverse OETF/EOTF, BT.2020 -> BT.709 with gamut compression, BT.2390 highlight tone map);

@@ -9,7 +9,7 @@ Two policies, both main-thread only (Python runs signal handlers there):
   then stops reading and *finishes* its output); a second one raises :class:`Interrupted`.
 
     with signals_interrupt():
-        enhancer.enhance_video(src, dst)      # SIGTERM -> Interrupted, nothing under dst
+        enhance_video_file(enhancer, src, dst)    # SIGTERM -> Interrupted, nothing under dst
 """
 
 from __future__ import annotations

@@ -57,7 +57,7 @@ def _ratio(a: float | None, b: float | None) -> float | None:
 
 
 def load_ratios(idle: dict[str, Any], loaded: dict[str, Any]) -> dict[str, Any]:
-    """Loaded against idle, from two :func:`~vidllie.pipeline.bench.run_bench`-style reports:
+    """Loaded against idle, from two :func:`~vidllie.jobs.bench.run_bench`-style reports:
     ``end_to_end`` and ``model_only`` are frame-rate ratios (loaded / idle: 1.0 = unaffected, 0.5 =
     half the speed), ``stages`` are time ratios (loaded ms per frame / idle: 2.0 = twice as slow).
 

@@ -1,8 +1,9 @@
 """One video file (or URL) through an :class:`~vidllie.pipeline.enhancer.Enhancer`: reader,
-writer, the streaming loop and the run's stats. This module owns that wiring;
-:meth:`Enhancer.enhance_video` and :func:`vidllie.enhance_video` call :func:`enhance_video_file`.
+writer, the streaming loop and the run's stats. This module owns that wiring:
+:func:`enhance_video_file` runs a file through an enhancer already loaded, :func:`enhance_video`
+(``vidllie.enhance_video``) loads one for the file.
 The run loop (:func:`run_enhancement`) and the stats (:func:`run_stats`) are shared with live
-recording (:func:`vidllie.pipeline.live.enhance_live`).
+recording (:func:`vidllie.jobs.live.enhance_live`).
 """
 
 from __future__ import annotations
@@ -10,19 +11,18 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import Any, BinaryIO
 
 import numpy as np
 
+from vidllie.jobs.streaming import StreamCounts, run_stream
+from vidllie.pipeline.enhancer import Enhancer
 from vidllie.pipeline.environment import codec_threads, torch_threads
 from vidllie.pipeline.hdr import HdrConversion, check_mode as check_hdr_mode, conversion_for
-from vidllie.pipeline.streaming import StreamCounts, run_stream
+from vidllie.pipeline.options import EnhanceConfig
 from vidllie.pipeline.transfer import bits_per_component
 from vidllie.video import Frame, PassthroughPacket, VideoInfo, VideoReader, VideoWriter
 from vidllie.video.info import warn
-
-if TYPE_CHECKING:
-    from vidllie.pipeline.enhancer import Enhancer
 
 
 def enhance_video_file(
@@ -46,7 +46,7 @@ def enhance_video_file(
     input_options: dict[str, str] | None = None,
     hdr: str = "sdr",
 ) -> dict[str, Any]:
-    """:meth:`Enhancer.enhance_video`: enhance a video file (or URL) into ``dst``; returns the stats dict.
+    """Enhance a video file (or URL) into ``dst`` with ``enhancer``; returns the stats dict.
 
     Audio and other passthrough streams are copied unchanged; per-frame timestamps are kept
     (``start``/``end`` in seconds trim, and the output then starts at 0). The output appears
@@ -93,6 +93,22 @@ def enhance_video_file(
     return run_stats(enhancer, counts, t_start, source=reader.source, output=str(writer.path),
                      info=info, writer=writer, crf=crf, preset=preset, start=start, end=end,
                      audio=audio, hdr=hdr_stats(info, hdr, conversion))
+
+
+def enhance_video(src: str | os.PathLike | BinaryIO, dst: str | os.PathLike | BinaryIO, **options: Any) -> dict[str, Any]:
+    """Enhance ``src`` into ``dst`` with a fresh :class:`~vidllie.pipeline.enhancer.Enhancer`;
+    returns the stats dict.
+
+    ``options`` are :class:`~vidllie.pipeline.options.EnhanceConfig` fields (model, dino, device,
+    precision, batch_size, chunk, temporal, dino_cache, ...) and :func:`enhance_video_file`
+    arguments (start, end, codec, crf, preset, pix_fmt, audio, overwrite, progress, hdr, ...).
+
+    Example:
+        >>> stats = enhance_video("night.mp4", "night_enhanced.mp4", device="cuda")  # doctest: +SKIP
+        >>> stats["fps"], stats["dino_cache"]["hit_rate"]                            # doctest: +SKIP
+    """
+    config, video_options = EnhanceConfig.split(options)
+    return enhance_video_file(Enhancer(config.model, config=config), src, dst, **video_options)
 
 
 def hdr_stats(info: VideoInfo, mode: str, conversion: HdrConversion | None) -> dict[str, Any]:

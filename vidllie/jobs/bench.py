@@ -2,8 +2,8 @@
 
 Two measurements on the same frames, after a warm-up:
 
-* **end-to-end**: :meth:`Enhancer.enhance_video` exactly as ``vidllie enhance`` runs it (decode
-  thread → upload → scene/DINO cache → model → smoothing → download → encode thread), writing a
+* **end-to-end**: :func:`~vidllie.jobs.video_job.enhance_video_file` exactly as ``vidllie enhance``
+  runs it (decode thread → upload → scene/DINO cache → model → smoothing → download → encode thread), writing a
   real output file that is deleted afterwards;
 * **model-only**: the first frames of the same input (up to 64, at most 512 MB), decoded
   beforehand and already on the device as integers, once in order through the same device compute
@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from vidllie.errors import InputError
+from vidllie.jobs.video_job import enhance_video_file
 from vidllie.pipeline.device import peak_host_rss, synchronize
 from vidllie.pipeline.enhancer import Enhancer
 from vidllie.pipeline.environment import available_cpus, library_versions, torch_threads
@@ -129,8 +130,8 @@ def run_bench(
     Returns a JSON-ready dict (see :func:`format_report`). ``warmup`` frames (default two
     batches) run through the model first and are not timed. ``load`` > 0: the same measurement
     twice in this call, idle first, then beside ``load`` busy processes
-    (:func:`~vidllie.pipeline.load.busy_processes`); the idle report gets a ``load`` section with
-    the loaded figures and the loaded/idle ratios (:func:`~vidllie.pipeline.load.load_ratios`).
+    (:func:`~vidllie.jobs.load.busy_processes`); the idle report gets a ``load`` section with
+    the loaded figures and the loaded/idle ratios (:func:`~vidllie.jobs.load.load_ratios`).
 
     Example:
         >>> r = run_bench(synthetic="640x360", model="default", frames=60)  # doctest: +SKIP
@@ -169,14 +170,14 @@ def run_bench(
 
         def measure() -> dict[str, Any]:
             model_only = _model_only(enhancer, images)
-            e2e = enhancer.enhance_video(
+            e2e = enhance_video_file(enhancer,
                 source, out, max_frames=frames, codec=codec, crf=crf, preset=preset, overwrite=True,
             )
             return _report(enhancer, e2e, model_only, source, synthetic, width, height, frames, warmup)
 
         report = measure()
         if load:
-            from vidllie.pipeline.load import busy_processes, load_ratios
+            from vidllie.jobs.load import busy_processes, load_ratios
 
             with busy_processes(load):
                 time.sleep(0.5)  # let the scheduler spread the loops over the CPUs

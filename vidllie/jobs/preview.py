@@ -5,7 +5,7 @@ frames ending at the moment (:class:`~vidllie.video.VideoReader`'s exact ``start
 the frames from the keyframe before the run are decoded, never the whole file); the
 :class:`~vidllie.pipeline.enhancer.Enhancer` enhances the run as one stream, so the temporal stage
 has built up its state, and the run's last frame is shown. The result is a contact sheet
-(:mod:`~vidllie.pipeline.sheet`): one row per moment, the input and one column per model, each
+(:mod:`~vidllie.jobs.sheet`): one row per moment, the input and one column per model, each
 labelled with the time, the mean luma and the model; optionally a split-screen clip of the runs.
 The measured per-frame time (moments after the first: the first includes loading and compiling
 for the frame size) times the frame count estimates the full run::
@@ -31,11 +31,11 @@ import numpy as np
 import torch
 
 from vidllie.errors import InputError, OutputError
+from vidllie.jobs.plan import check_output_file, is_pipe, is_url, parse_time
+from vidllie.jobs.sheet import contact_sheet, split_screen, write_png
 from vidllie.ops.color import mean_luma
 from vidllie.pipeline.enhancer import Enhancer
 from vidllie.pipeline.hdr import HdrConversion, conversion_for
-from vidllie.pipeline.jobs import check_output_file, is_pipe, is_url, parse_time
-from vidllie.pipeline.sheet import contact_sheet, split_screen, write_png
 from vidllie.video import VideoReader, VideoWriter
 
 MOMENTS = 4

@@ -5,7 +5,7 @@ that decide a file's output, and the resume rule (skip, keep a failure, or run).
     task = FileTask("in.mp4", "out/in.mp4", *file_stat("in.mp4"), previous=manifest.last("in.mp4"))
     decide(task, settings_of(config, video))        # "skip" | "keep-failed" | "run"
 
-Used by :mod:`vidllie.pipeline.batch`, which runs the job.
+Used by :mod:`vidllie.jobs.batch`, which runs the job.
 """
 
 from __future__ import annotations

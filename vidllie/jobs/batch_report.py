@@ -1,7 +1,7 @@
 """What a batch job shows and reports: the progress lines on stderr (whole job + one per worker),
 the ``--stats-json`` summary, and the final table.
 
-Used by :mod:`vidllie.pipeline.batch`.
+Used by :mod:`vidllie.jobs.batch`.
 """
 
 from __future__ import annotations

@@ -5,11 +5,11 @@ finish the output cleanly when told to stop.
     stats = enhance_live(enhancer, "rtsp://cam/stream", "night.mkv", end=3600, segment=300,
                          stop=stop)
 
-Differences from :meth:`Enhancer.enhance_video` (files): ``start``/``end`` count from the first
-frame received (no seeking); a stop (``stop`` set) ends the input and *finishes* the output with
-every frame processed so far and its audio; a dropped endless stream is reopened (bounded
-retries) and the recording continues after the gap; ``segment`` seconds > 0 writes rolling,
-individually complete files named with their start time.
+Differences from :func:`~vidllie.jobs.video_job.enhance_video_file` (files): ``start``/``end``
+count from the first frame received (no seeking); a stop (``stop`` set) ends the input and
+*finishes* the output with every frame processed so far and its audio; a dropped endless stream
+is reopened (bounded retries) and the recording continues after the gap; ``segment`` seconds > 0
+writes rolling, individually complete files named with their start time.
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ def enhance_live(
     ``stats["live"]`` tells how it ended (``stopped_by``: "stop" | "end" | "input"), the
     reconnects and their gaps, and the segment files.
     """
-    from vidllie.pipeline.video_job import run_enhancement, run_stats
+    from vidllie.jobs.video_job import run_enhancement, run_stats
 
     enhancer.reset()
     enhancer.reset_stats()

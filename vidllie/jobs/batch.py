@@ -2,7 +2,7 @@
 
 This module owns the job over a list of files: which files still need work (the manifest), who
 runs them (:class:`FileWorker`, one per process: the model is loaded once and whole files stream
-through :func:`~vidllie.pipeline.video_job.enhance_video_file`, so audio passthrough, timestamps
+through :func:`~vidllie.jobs.video_job.enhance_video_file`, so audio passthrough, timestamps
 and atomic outputs are the single-file pipeline's), progress, and the summary. Ray is imported
 only when ``workers >= 1``; ``workers=0`` runs the same job in this process without Ray::
 
@@ -36,9 +36,8 @@ from pathlib import Path
 from typing import Any
 
 from vidllie.errors import DeviceError, InputError, OutputError, VidllieError, WeightsError
-from vidllie.pipeline.batch_report import BatchSummary, JobProgress, format_summary
-from vidllie.pipeline.jobs import Job, is_url, plan_jobs
-from vidllie.pipeline.manifest import (
+from vidllie.jobs.batch_report import BatchSummary, JobProgress, format_summary
+from vidllie.jobs.manifest import (
     MANIFEST_NAME,
     VIDEO_OPTIONS,
     FileTask,
@@ -49,6 +48,7 @@ from vidllie.pipeline.manifest import (
     settings_of,
     utc_now,
 )
+from vidllie.jobs.plan import Job, is_url, plan_jobs
 from vidllie.pipeline.options import EnhanceConfig
 
 INSTALL_RAY = 'Ray is not installed; --workers needs it: pip install "vidllie[ray]" (or pip install -e ".[ray]" in a checkout)'
@@ -89,7 +89,7 @@ class FileWorker:
 
     def run(self, src: str, dst: str, overwrite: bool = False,
             on_progress: Callable[[int, int | None], None] | None = None) -> dict[str, Any]:
-        from vidllie.pipeline.video_job import enhance_video_file
+        from vidllie.jobs.video_job import enhance_video_file
 
         t0 = time.perf_counter()
         self.current = {"input": src, "frames": 0, "total": None, "started": time.time()}
