@@ -251,12 +251,12 @@ def test_progress_total_of_a_mkv_is_its_frame_count(micro_path, tmp_path):
 
 
 def test_warnings_go_on_their_own_line_above_the_bar(micro_path, tmp_path):
-    from vidllie.cli import _Progress, user_errors
+    from vidllie.cli_common import Progress, user_errors
     import io
     import warnings
 
     err = io.StringIO()
-    bar = _Progress("x", quiet=False)
+    bar = Progress("x", quiet=False)
     old = sys.stderr
     sys.stderr = err
     try:
