@@ -1,7 +1,8 @@
 """The video reader (PyAV): the demux/decode loop that gives frames one by one as RGB arrays, in
 demux order with the passthrough (audio, subtitle) packets, over an exact [start, end) window.
-What the input is comes from :mod:`~vidllie.video.probe`; the repairs of awkward input (timestamps,
-resolution changes, hidden frames) from :mod:`~vidllie.video.repair`.
+What the input is comes from :mod:`~vidllie.video.probe`; packets and decoded frames from
+:mod:`~vidllie.video.decode`; the repairs of awkward input (timestamps, resolution changes, hidden
+frames) from :mod:`~vidllie.video.repair`.
 """
 
 from __future__ import annotations
@@ -17,11 +18,12 @@ from typing import BinaryIO, Iterator
 import av
 
 from ..errors import InputError
+from .decode import Decoder
 from .info import Frame, PassthroughPacket, VideoInfo, one_line, warn
 from .pipes import borrow_input, check_pipe_input, pipe_mp4_error
 from .probe import (check_hdr, check_local, guess_fps, is_url, measure_rate, open_error,
                     passthrough_streams, source_colour, stream_duration, timecode, video_stream)
-from .repair import RgbConverter, TimestampRepair, undiscard
+from .repair import RgbConverter
 
 # VFR probe: look at up to this many video packets (or seconds) after the first frame.
 _PROBE_PACKETS = 120
@@ -130,18 +132,12 @@ class VideoReader:
                 warn(f"seek failed in {self.source} ({one_line(exc)}); decoding from the start")
 
         self._events: deque = deque()
-        self._demux = c.demux([vs, *[s.template for s in self._pass.values()]])
-        self._eof = False
-        self._cut: str | None = None
-        self._decode_errors = 0
-        self._corrupt = 0
+        self._decoder = Decoder(c, vs, [s.template for s in self._pass.values()], self._tb)
         self._dropped_before = 0
         self._index = 0
         self._video_done = False
         self._pass_done: set[int] = set()
         self._last_time: float | None = None
-        self._times = TimestampRepair(vs, self._tb)
-        self._dts_times = "avi" in self._container.format.name.split(",")
         first = self._preroll()
         # Every frame comes out at the first size (or the one asked for).
         size = tuple(self._want_size) if self._want_size else (first.width, first.height)
@@ -173,53 +169,10 @@ class VideoReader:
             timecode=timecode(c, vs))
 
     # ------------------------------------------------------------------ demux / decode
-    def _next_packet(self):
-        """Next demuxed packet, or None at the end. A read error ends the stream with a warning."""
-        if self._eof:
-            return None
-        while True:
-            try:
-                pkt = next(self._demux)
-            except StopIteration:
-                self._eof = True
-                return None
-            except (av.error.FFmpegError, av.ArgumentError, OSError) as exc:
-                self._eof = True
-                self._cut = one_line(exc)
-                return None
-            if pkt.size == 0:  # flush packet; a real keyframe may have dts None, keep those
-                continue
-            if pkt.is_corrupt:
-                self._corrupt += 1
-            if pkt.is_discard and pkt.stream_index == self._vs.index:
-                pkt = undiscard(pkt)
-            self._times.packet(pkt)
-            return pkt
-
-    def _decode(self, pkt) -> list:
-        self._flushed = pkt is None
-        try:
-            frames = self._vs.codec_context.decode(pkt)
-            if self._dts_times:
-                # AVI stores no presentation times: its packet times count in decode order, so a
-                # B-frame file's decoded pts run 1, 3, 4, 2, ... The decode timestamp each frame
-                # carries is its slot in display order: evenly spaced, in sync with the audio
-                # (what FFmpeg's own command line shows for AVI). The frames drained at the end
-                # carry none: they follow on, one frame period apart.
-                for f in frames:
-                    f.pts = f.dts
-            return frames
-        except (av.error.FFmpegError, av.ArgumentError) as exc:
-            if pkt is None:
-                return []
-            self._decode_errors += 1
-            self._decode_error_msg = one_line(exc)
-            return []
-
     def _in_window(self, frame) -> str:
         """'keep' | 'before' | 'after' for a decoded frame (gives pts-less frames a pts)."""
         if frame.pts is None:
-            frame.pts = self._times.missing_pts()
+            frame.pts = self._decoder.times.missing_pts()
         t = float(frame.pts * self._tb)
         if self._win_start is not None and t < self._win_start - 1e-6:
             return "before"
@@ -247,9 +200,9 @@ class VideoReader:
         vidx = self._vs.index
         self._probe_pts: list[int] = []
         while first is None:
-            pkt = self._next_packet()
+            pkt = self._decoder.next_packet()
             if pkt is None:
-                for f in self._decode(None):
+                for f in self._decoder.decode(None):
                     if self._in_window(f) == "keep":
                         self._events.append(("frame", f))
                         first = first or f
@@ -257,7 +210,7 @@ class VideoReader:
             if pkt.stream_index == vidx:
                 if pkt.pts is not None:
                     self._probe_pts.append(pkt.pts)
-                for f in self._decode(pkt):
+                for f in self._decoder.decode(pkt):
                     where = self._in_window(f)
                     if where == "before":
                         self._dropped_before += 1
@@ -271,9 +224,10 @@ class VideoReader:
         if first is None:
             if self._trimmed and (self._dropped_before or self._video_done):
                 raise InputError(f"no video frames in the requested window of {self.source}")
-            detail = f" ({self._decode_error_msg})" if self._decode_errors else ""
-            if self._cut:
-                detail = f" ({self._cut})"
+            decoder = self._decoder
+            detail = f" ({decoder.error_message})" if decoder.errors else ""
+            if decoder.cut:
+                detail = f" ({decoder.cut})"
             if (self._pipe is not None and not self._pipe.seekable()
                     and "mp4" in self._container.format.name.split(",")):
                 raise pipe_mp4_error(self._pipe)
@@ -281,7 +235,7 @@ class VideoReader:
         self._first_pts, self._first_time = first.pts, float(first.pts * self._tb)
         seen, size = 0, 0
         while seen < _PROBE_PACKETS and size < _PROBE_BYTES:
-            pkt = self._next_packet()
+            pkt = self._decoder.next_packet()
             if pkt is None:
                 break
             if pkt.stream_index == vidx:
@@ -300,7 +254,7 @@ class VideoReader:
 
     def _frame(self, f) -> Frame:
         image = self._rgb(f)
-        pts = self._times.frame_pts(f.pts)
+        pts = self._decoder.times.frame_pts(f.pts)
         out = Frame(image=image, pts=int(pts), time_base=self._tb, time=float(pts * self._tb),
                     index=self._index)
         self._index += 1
@@ -342,7 +296,7 @@ class VideoReader:
             else:
                 if self._video_done and (self._all_pass_done() or not self._pass):
                     break
-                item = self._next_packet()
+                item = self._decoder.next_packet()
                 if item is None:
                     break
                 kind = "vpkt" if item.stream_index == vidx else "pass"
@@ -350,7 +304,7 @@ class VideoReader:
                 yield from self._frames_from([item])
             elif kind == "vpkt":
                 if not self._video_done:
-                    yield from self._frames_from(self._decode(item))
+                    yield from self._frames_from(self._decoder.decode(item))
             elif item.stream_index in self._pass:
                 keep, t = self._pass_keep(item)
                 if keep:
@@ -359,7 +313,7 @@ class VideoReader:
                 elif t is not None and past_end_limit is not None and t > past_end_limit:
                     break  # sparse streams never reach `end`; do not read the whole file
         if not self._video_done:
-            yield from self._frames_from(self._decode(None))
+            yield from self._frames_from(self._decoder.decode(None))
         self._report_end()
 
     def __iter__(self) -> Iterator[Frame]:
@@ -367,23 +321,24 @@ class VideoReader:
 
     def _report_end(self) -> None:
         """Warn (never fail) when the input stopped early: cut stream, corrupt packets."""
-        if self._times.synthesized:
-            warn(f"{self.source}: {self._times.synthesized} frame(s) had repeated or backward "
+        decoder, times = self._decoder, self._decoder.times
+        if times.synthesized:
+            warn(f"{self.source}: {times.synthesized} frame(s) had repeated or backward "
                  f"timestamps; their times were synthesized from the frame rate "
                  f"({guess_fps(self._vs):g} fps)")
-        if self._times.jumps:
-            warn(f"{self.source}: the timestamps jump back {self._times.jumps} time(s) (joined "
+        if times.jumps:
+            warn(f"{self.source}: the timestamps jump back {times.jumps} time(s) (joined "
                  "segments or a restarted source); the later parts follow on without a gap")
-        if self._decode_errors:
-            warn(f"{self.source}: {self._decode_errors} video packet(s) could not be decoded "
-                 f"({self._decode_error_msg}); their frames are missing from the output")
+        if decoder.errors:
+            warn(f"{self.source}: {decoder.errors} video packet(s) could not be decoded "
+                 f"({decoder.error_message}); their frames are missing from the output")
         last = self._last_time
-        if self._corrupt:
-            warn(f"{self.source}: {self._corrupt} packet(s) flagged corrupt by the demuxer "
+        if decoder.corrupt:
+            warn(f"{self.source}: {decoder.corrupt} packet(s) flagged corrupt by the demuxer "
                  "(damaged or cut data); kept, but the picture/sound there may be damaged")
-        if self._cut:
+        if decoder.cut:
             warn(f"{self.source}: input ends abruptly after {self._index} frames at "
-                 f"{last:.3f} s ({self._cut}); processed up to the cut")
+                 f"{last:.3f} s ({decoder.cut}); processed up to the cut")
             return
         if (self._trimmed and self._win_end is not None or last is None or is_url(self.source)
                 or self._pipe is not None):
@@ -402,7 +357,7 @@ class VideoReader:
         short_time = expected_end is not None and last + frame_dur < expected_end - max(
             0.5, 3 * frame_dur)
         # Frames lost to decode errors are already reported: they do not make the file "cut".
-        got = self._index + self._decode_errors
+        got = self._index + decoder.errors
         short_count = (info.frame_count is not None and got < info.frame_count
                        and not self._trimmed)
         if short_time or (short_count and got < info.frame_count - 1):
@@ -429,21 +384,9 @@ class VideoReader:
             self._closed = True
             if hasattr(self, "_events"):
                 self._events.clear()
-            demux = getattr(self, "_demux", None)
-            if demux is not None:
-                # Finish the demux generator before the container: left to the garbage collector
-                # after the container is closed, it can hang the interpreter at exit.
-                demux.close()
-                self._demux = None
-            vs = getattr(self, "_vs", None)
-            if vs is not None and not getattr(self, "_flushed", False):
-                # Drain the frame-threaded decoder: freeing it with frames in flight can deadlock
-                # FFmpeg's worker threads (seen at interpreter exit after reading only .info).
-                try:
-                    for _ in vs.codec_context.decode(None):
-                        pass
-                except (av.error.FFmpegError, ValueError):
-                    pass
+            decoder = getattr(self, "_decoder", None)
+            if decoder is not None:  # demuxer and decoder finished before the container
+                decoder.close()
             try:
                 self._container.close()
             except (av.error.FFmpegError, OSError):
