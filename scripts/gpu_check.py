@@ -125,10 +125,10 @@ def train_probe():
     wall = time.time() - t
     # the batch alone, on one CPU thread as in the loop
     from vidllie.train.datasets import SyntheticPairs
-    from vidllie.train import trainer as tr
+    from vidllie.train.parts import images_split
 
     c = load_train_config(p)
-    paths, _ = tr._images_split(c.data.images, float(c.data.val_fraction))
+    paths, _ = images_split(c.data.images, float(c.data.val_fraction))
     src = SyntheticPairs(paths, crop=c.data.crop, batch_size=c.data.batch_size, degradation=c.data.degradation,
                          scale=tuple(c.data.scale))
     g = torch.Generator().manual_seed(0)

@@ -255,7 +255,7 @@ def cmd_exposure(args) -> int:
     from vidllie.models import load_model
     from vidllie.train.datasets import PairedFolder
     from vidllie.train.evaluate import model_fn, psnr
-    from vidllie.train.trainer import TrainingData
+    from vidllie.train.parts import TrainingData
 
     torch.set_num_threads(2)
     model = load_model(args.model or str(WEIGHTS)).eval()

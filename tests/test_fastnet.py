@@ -19,7 +19,8 @@ from vidllie.models.info import model_macs
 from vidllie.models.restormer import apply_affine
 from vidllie.train.degrade import DegradeConfig, degrade, sample_degradation
 from vidllie.train.losses import LossConfig, RestorationLoss, distillation
-from vidllie.train.trainer import init_partially, train
+from vidllie.train.parts import init_partially
+from vidllie.train.trainer import train
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

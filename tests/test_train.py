@@ -23,7 +23,8 @@ from vidllie.train.datasets import (
 from vidllie.train.degrade import DegradeConfig, degrade, sample_degradation
 from vidllie.train.evaluate import clahe_baseline, evaluate, format_table, gamma_baseline, gt_mean_align
 from vidllie.train.losses import DinoContrastiveLoss, LossConfig, RestorationLoss, charbonnier, temporal_consistency
-from vidllie.train.trainer import lr_factor, train
+from vidllie.train.parts import lr_factor
+from vidllie.train.trainer import train
 
 # Tiny tensors on shared cores: one intra-op thread (conftest's fixture) avoids OpenMP barrier waits.
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -258,7 +259,7 @@ def test_dino_loss_with_dinoguide_and_lora(dinov3_dir):
     assert loss(high, high, low).item() < 1e-6
 
     pytest.importorskip("peft")
-    from vidllie.train.trainer import build_dino
+    from vidllie.train.parts import build_dino
 
     lora_dino, params = build_dino(None, {"config": {"backbone": str(dinov3_dir), "hidden_size": DINO_HIDDEN, "patch_size": 16,
                                                       "layers": [2, 4], "short_side": 32},
@@ -458,11 +459,11 @@ def test_interruption_saves_a_checkpoint(tmp_path, monkeypatch, capsys):
 
     from safetensors import safe_open
 
-    from vidllie.train import trainer as trainer_mod
+    from vidllie.train.datasets import SyntheticPairs
 
     images = make_image_folder(tmp_path / "imgs", 6)
     calls = {"n": 0}
-    original = trainer_mod.SyntheticPairs.batch
+    original = SyntheticPairs.batch
 
     def interrupt_on_third(self, g):
         calls["n"] += 1
@@ -470,7 +471,7 @@ def test_interruption_saves_a_checkpoint(tmp_path, monkeypatch, capsys):
             raise KeyboardInterrupt
         return original(self, g)
 
-    monkeypatch.setattr(trainer_mod.SyntheticPairs, "batch", interrupt_on_third)
+    monkeypatch.setattr(SyntheticPairs, "batch", interrupt_on_third)
     before = signal.getsignal(signal.SIGTERM)
     with pytest.raises(KeyboardInterrupt):
         train(_config(images, tmp_path / "run", steps=10))
@@ -530,7 +531,7 @@ def test_train_command_reports_in_one_line(tmp_path, monkeypatch, capsys):
     a traceback."""
     import yaml
 
-    from vidllie.train import trainer as trainer_mod
+    from vidllie.train.datasets import SyntheticPairs
 
     assert _run_cli(["train", "--config", str(tmp_path / "missing.yaml")]) == 2
     assert capsys.readouterr().err.strip() == f"vidllie: error: training config not found: {tmp_path / 'missing.yaml'}"
@@ -542,7 +543,7 @@ def test_train_command_reports_in_one_line(tmp_path, monkeypatch, capsys):
     def interrupt(self, g):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(trainer_mod.SyntheticPairs, "batch", interrupt)
+    monkeypatch.setattr(SyntheticPairs, "batch", interrupt)
     assert _run_cli(["train", "--config", str(cfg_path)]) == 130
     err = capsys.readouterr().err
     assert "interrupted at step 0: checkpoint saved" in err and "Traceback" not in err
