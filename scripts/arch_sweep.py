@@ -1,4 +1,4 @@
-"""Model-only CPU speed of candidate networks (and runtimes) for issue 11, in one process.
+"""Model-only CPU speed of candidate networks (and runtimes), in one process.
 
     python scripts/arch_sweep.py arch     [--threads 2] [--rounds 5] [--size 640x360]
     python scripts/arch_sweep.py runtime  [--model fast] [--threads 2] [--rounds 5]

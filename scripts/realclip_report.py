@@ -1,4 +1,4 @@
-"""Issue 26's per-clip bars for a model through the real pipeline (Enhancer: scene check, model,
+"""Per-clip bars for a model through the real pipeline (Enhancer: scene check, model,
 temporal stage as configured, grey in -> grey out), and again with the temporal stage off.
 
     python scripts/realclip_report.py --model fast --model quality   # all clips, both settings

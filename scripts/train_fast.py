@@ -1,10 +1,10 @@
-"""Train, export and check the next default model (issue 11): `fast` on night-light data.
+"""Train, export and check the `fast` model on night-light data.
 
     python scripts/train_fast.py train --stage N [--resume]  # N = 1-6: configs/train/fast.yaml, fast-detail.yaml, fast-stage3.yaml ... fast-stage6.yaml
     python scripts/train_fast.py pairs                 # held-out pairs: runs/heldout (global) and runs/heldout-nightlight
     python scripts/train_fast.py export [--stage N] [--out F]  # stage N's final EMA (default: the last stage) -> vidllie/weights/fast.safetensors
     python scripts/train_fast.py evaluate [--model M] [--no-reference]  # both held-out splits, M (default: the export) and `quality`
-    python scripts/train_fast.py realclip [--model M]  # ../shared/media/night_dashcam.mp4 through the whole pipeline: issue 11's bars
+    python scripts/train_fast.py realclip [--model M]  # ../shared/media/night_dashcam.mp4 through the whole pipeline, per-frame figures
     python scripts/train_fast.py greys [--model M ...]   # flat and textured greys at 3-60 codes: the colour each model gives them
     python scripts/train_fast.py smoke [--steps 30]    # a short run on small crops: s/step, loss, exact resume
     python scripts/train_fast.py exposure [--model M]  # how much of the global split's PSNR is exposure, and can it be predicted
@@ -127,7 +127,7 @@ def cmd_evaluate(args) -> int:
 
 def cmd_realclip(args) -> int:
     """The real dashcam clip through the whole pipeline (decode, model, smoothing, encode) with the
-    given model; issue 11's bars on every frame of the output."""
+    given model; per-frame luma, blown highlights and colour cast of the output against the input."""
     from vidllie.jobs.video_job import enhance_video_file
     from vidllie.pipeline.enhancer import Enhancer
     from vidllie.video.reader import VideoReader

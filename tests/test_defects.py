@@ -1,5 +1,5 @@
-"""Issue 13's awkward inputs and stops: each case ends with a clear outcome, no traceback, and
-nothing processed is lost (one test per defect; each failed before its fix)."""
+"""Awkward inputs and stops: each case ends with a clear outcome, no traceback, and nothing
+processed is lost (one test per defect)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The fast network of issue 11 (u8 + affine output head), `quality`, `fast`, and distillation."""
+"""The fast network (u8 + affine output head), `quality`, `fast`, and distillation."""
 
 from __future__ import annotations
 

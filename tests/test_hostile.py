@@ -1,6 +1,5 @@
-"""Issue 27's hostile-user defects: special files as outputs, B-frame AVI sync, temp files left
-by kill -9, encoder settings, cut streams, and the smaller one-line and progress items. One test
-per defect; each failed before its fix."""
+"""Hostile use: special files as outputs, B-frame AVI sync, temp files left by kill -9, encoder
+settings, cut streams, and the smaller one-line and progress items. One test per defect."""
 
 from __future__ import annotations
 

@@ -211,7 +211,7 @@ def test_tiled_restormer_has_no_seams(restormer_tiling):
 
 
 def test_tiled_restormer_matches_untiled_40db(restormer_tiling, monkeypatch):
-    """Issue 4's bar, through the pipeline: ``Enhancer(chunk=384)`` runs the model in exact chunks
+    """40 dB, through the pipeline: ``Enhancer(chunk=384)`` runs the model in exact chunks
     (frame-wide MDTA statistics), so tiled and untiled frames agree to the last bit or so.
     Independent tiles cannot get there: MDTA's attention depends on the whole input (~37 dB)."""
     import vidllie.pipeline.runner as runner_module

@@ -1,4 +1,4 @@
-"""A shared CPU (issue 28): thread counts from the CPUs this process may use, the OpenMP settings
+"""A shared CPU: thread counts from the CPUs this process may use, the OpenMP settings
 left to the user, and `bench --load N` (busy processes always reaped, loaded/idle ratios)."""
 
 from __future__ import annotations

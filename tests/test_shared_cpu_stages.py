@@ -1,4 +1,4 @@
-"""A shared CPU (issue 28), per stage: the small stages on one torch thread and the model on its
+"""A shared CPU, per stage: the small stages on one torch thread and the model on its
 threads, OpenVINO unpinned on every usable CPU, and `vidllie bench --load` on the command line."""
 
 from __future__ import annotations

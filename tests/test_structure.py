@@ -107,7 +107,7 @@ def test_enhance_options_are_typed_and_unknown_ones_refused(micro_path):
     enhancer = Enhancer(micro_path, config=EnhanceConfig(device="cpu", batch_size=3), temporal=0.0)
     assert enhancer.batch_size == 3 and enhancer.smoother.strength == 0.0
     assert enhancer.options.cache_max_age == DEFAULTS.cache_max_age
-    # the config's model is used when no model argument is given (it was silently the default)
+    # the config's model is used when no model argument is given, not the default model
     from_config = Enhancer(config=EnhanceConfig(model=str(micro_path), device="cpu"))
     assert from_config.model_source == enhancer.model_source != Enhancer(device="cpu").model_source
     config, rest = EnhanceConfig.split({"device": "cpu", "crf": 20, "start": 1.0})

@@ -34,7 +34,7 @@ def only_files(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.iterdir())
 
 
-# ---------------------------------------------------------------- the matrix from issue 2
+# ---------------------------------------------------------------- the input matrix
 MATRIX = {
     "mp4_cfr_aac": dict(suffix=".mp4"),
     "mkv_vfr": dict(suffix=".mkv", vfr=True),
@@ -514,8 +514,8 @@ else:  # never closed: left to interpreter exit
 
 @pytest.mark.parametrize("mode", ["with", "close", "open"])
 def test_process_exits_after_reading_only_info(night_clip, mode):
-    """A frame-threaded H.264 decoder freed with frames in flight deadlocked FFmpeg at exit
-    (reproduced on the real clip in about half of the runs before the fix)."""
+    """A frame-threaded H.264 decoder freed with frames in flight can deadlock FFmpeg at exit: the
+    reader drains it on close, whichever way it is closed."""
     import subprocess
     import sys
 

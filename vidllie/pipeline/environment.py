@@ -21,7 +21,7 @@ import torch
 # Torch threads of the small element-wise stages (conversion, scene check, smoothing) on the CPU.
 # Two threads save ~2 ms per frame on an idle 2-core machine (smoothing 5.3 vs 7.2 ms, 640x360,
 # batch 4) but every op then waits for both, and a busy machine often has one of them not running:
-# 16-27 ms with 1-2 busy processes against 6.5-7.9 ms on one thread (issue 28).
+# 16-27 ms with 1-2 busy processes against 6.5-7.9 ms on one thread.
 SMALL_STAGE_THREADS = 1
 
 

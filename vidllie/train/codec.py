@@ -1,8 +1,7 @@
 """A real H.264 encode/decode round trip in memory (PyAV), for compression augmentation.
 
-``vidllie.video`` (the streaming reader/writer) had not landed when this was written, so this
-small function talks to PyAV directly; it needs nothing the streaming layer would add (no audio,
-no timestamps, no files).
+It talks to PyAV directly rather than through ``vidllie.video``: it needs nothing the streaming
+reader/writer adds (no audio, no timestamps, no files).
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """Real-clip picture measures: per-frame statistics of enhanced clips, the night test clips made
-from ../shared with the project's own degradation, and issue 26's bars on a clip.
+from ../shared with the project's own degradation, and the pass/fail bars of an enhanced clip.
 
 Used by ``scripts/realclip_report.py`` (the per-clip table) and ``scripts/train_fast.py
 realclip``. Everything here works on uint8 RGB clips as (T, 3, H, W) tensors::
@@ -52,7 +52,7 @@ def _luma_steps(stats: dict[str, torch.Tensor]) -> torch.Tensor:
 
 
 def clip_bars(src: torch.Tensor, out: torch.Tensor, kind: str = "") -> dict[str, tuple[float, str, bool]]:
-    """Issue 26's bars for one clip: ``src`` and ``out`` (T, 3, H, W) uint8. Returns
+    """The pass/fail bars of one enhanced clip: ``src`` and ``out`` (T, 3, H, W) uint8. Returns
     ``{name: (value, limit as text, passed)}``. ``kind`` "lamp" adds the lamp-lit bars, "grey" the
     grey-camera bar; the near-black bar is reported where >= 5 % of the input is nearly black."""
     a, b = frame_stats(src), frame_stats(out)

@@ -1,4 +1,4 @@
-"""Repairs the reader makes to awkward input as it goes (issue 13), so that one output can hold
+"""Repairs the reader makes to awkward input as it goes, so that one output can hold
 it: timestamps that jump back (joined segments) continue where they were, repeated or backward
 frame times become the previous one plus a frame period, frames of another size (a mid-stream
 resolution change) are scaled to the first size, and frames an MP4 edit list hides are kept.
