@@ -1,4 +1,5 @@
-"""Which files to enhance into which outputs (the CLI's planning, kept out of ``cli.py``).
+"""Which files to enhance into which outputs: the inputs of ``vidllie enhance`` (files, folders,
+URLs, ``-``) and their outputs, and the parsing of its times.
 
     plan_jobs(["night.mp4"], None)          # [Job(src='night.mp4', dst='night_enhanced.mp4')]
     plan_jobs(["clips/"], "out/")           # every video in clips/ -> out/<stem>_enhanced.<ext>
