@@ -22,7 +22,7 @@ def enhance(
     inputs: list[str] = typer.Argument(..., metavar="INPUT...", help="Video files, folders of videos, stream URLs, or - (standard input)."),
     output: Optional[Path] = typer.Option(None, "-o", "--output", help="Output file (one input) or folder (several), or - (standard output). Default: <stem>_enhanced.<ext> beside each input."),
     yes: bool = typer.Option(False, "-y", "--yes", help="Overwrite existing outputs."),
-    model: str = typer.Option(ENHANCE.model, "--model", help="Checkpoint (.safetensors) or a bundled model: 'default' (the fast network with scene exposure), 'fast' (the same network judging exposure frame by frame) or 'quality' (the earlier default, about 4x slower on a CPU)."),
+    model: str = typer.Option(ENHANCE.model, "--model", help="Checkpoint (.safetensors) or a bundled model: 'default' (the fast network with scene exposure), 'fast' (the same network judging exposure frame by frame) or 'quality' (a tiny Restormer at half resolution, darker on night scenes, about 3.5x slower on a CPU)."),
     dino: Optional[str] = typer.Option(ENHANCE.dino, "--dino", help="DINO backbone hub id or folder for guided models; 'none' runs without guidance."),
     device: str = typer.Option(ENHANCE.device, "--device", help="auto, cpu, cuda, cuda:N or mps."),
     precision: str = typer.Option(ENHANCE.precision, "--precision", help="auto, fp32, fp16 or bf16 (auto: fp16 on CUDA, fp32 otherwise)."),
