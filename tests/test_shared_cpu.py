@@ -3,6 +3,8 @@ left to the user, and `bench --load N` (busy processes always reaped, loaded/idl
 
 from __future__ import annotations
 
+import contextlib
+
 import json
 import os
 import signal
@@ -117,6 +119,33 @@ def test_busy_processes_run_and_are_always_reaped():
         assert procs[0].returncode is not None and not _alive(procs[0].pid)
     with busy_processes(0) as procs:
         assert procs == []
+
+
+def _session_members(sid: int) -> list[int]:
+    pids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[3]) == sid and fields[0] != "Z":  # session id; zombies do not run
+                pids.append(int(stat.parent.name))
+    return pids
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
+def test_busy_processes_in_one_session_or_a_session_each():
+    with busy_processes(3, "one") as procs:
+        time.sleep(0.5)
+        assert len(procs) == 1 and len(_session_members(procs[0].pid)) == 3  # the leader and two forks
+    deadline = time.monotonic() + 10
+    while _session_members(procs[0].pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _session_members(procs[0].pid)  # all killed
+    with busy_processes(2, "each") as procs:
+        time.sleep(0.3)
+        assert [len(_session_members(p.pid)) for p in procs] == [1, 1]
+    with pytest.raises(ValueError, match="sessions"):
+        with busy_processes(1, "two"):
+            pass
 
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")

@@ -37,6 +37,7 @@ def bench(
     json_path: Optional[Path] = typer.Option(None, "--json", help="Write the full report as JSON here."),
     quiet: bool = typer.Option(False, "-q", "--quiet", help="No table on stdout."),
     load: int = typer.Option(0, "--load", min=0, help="Measure again beside N busy processes (started and killed by bench) and report loaded/idle ratios."),
+    load_sessions: str = typer.Option("each", "--load-sessions", help="The busy processes in a session each (like separate services) or all in one (like loops from one shell): with autogroup scheduling, CPU time is shared between sessions first."),
     dino_timing: bool = typer.Option(False, "--dino-timing", help="Instead: time a randomly initialised DINOv3 ViT-S/16 of the real size (timing only, never used to enhance) at 360p/720p/1080p."),
 ) -> None:
     """Frame-rate benchmark of the real pipeline with a per-stage breakdown."""
@@ -60,7 +61,7 @@ def bench(
             synthetic=synthetic, dino=dino, frames=frames, warmup=warmup,
             batch_size=batch_size, device=device, precision=precision, dino_cache=dino_cache == "on",
             temporal=temporal, scene_exposure=scene_exposure, chunk=chunk, codec=codec, crf=crf, preset=preset,
-            compile=compile, threads=threads, reuse=reuse, runtime=runtime, load=load,
+            compile=compile, threads=threads, reuse=reuse, runtime=runtime, load=load, load_sessions=load_sessions,
         )
         r = run_bench(input, model=model, **settings)
         if not quiet:

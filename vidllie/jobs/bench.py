@@ -124,13 +124,15 @@ def run_bench(
     threads: int | None = None,
     workdir: str | os.PathLike | None = None,
     load: int = 0,
+    load_sessions: str = "each",
 ) -> dict[str, Any]:
     """Benchmark the pipeline on ``source`` (a video) or a ``synthetic`` ``WxH`` clip.
 
     Returns a JSON-ready dict (see :func:`format_report`). ``warmup`` frames (default two
     batches) run through the model first and are not timed. ``load`` > 0: the same measurement
     twice in this call, idle first, then beside ``load`` busy processes
-    (:func:`~vidllie.jobs.load.busy_processes`); the idle report gets a ``load`` section with
+    (:func:`~vidllie.jobs.load.busy_processes`, in a session each or all in one:
+    ``load_sessions``); the idle report gets a ``load`` section with
     the loaded figures and the loaded/idle ratios (:func:`~vidllie.jobs.load.load_ratios`).
 
     Example:
@@ -143,6 +145,8 @@ def run_bench(
         raise InputError("--frames must be >= 1")
     if load < 0:
         raise InputError("--load must be >= 0")
+    if load_sessions not in ("each", "one"):
+        raise InputError(f"--load-sessions must be each or one, got {load_sessions!r}")
     warmup = 2 * batch_size if warmup is None else warmup
     with tempfile.TemporaryDirectory(prefix="vidllie-bench-", dir=workdir) as tmp:
         if synthetic is not None:
@@ -179,12 +183,12 @@ def run_bench(
         if load:
             from vidllie.jobs.load import busy_processes, load_ratios
 
-            with busy_processes(load):
+            with busy_processes(load, load_sessions):
                 time.sleep(0.5)  # let the scheduler spread the loops over the CPUs
                 loaded = measure()
             keep = ("end_to_end", "model_only", "pipeline_efficiency", "stages", "threads_busy_seconds",
                     "bound_by", "compute_waits")
-            report["load"] = {"processes": load, "loaded": {k: loaded[k] for k in keep},
+            report["load"] = {"processes": load, "sessions": load_sessions, "loaded": {k: loaded[k] for k in keep},
                               "ratios": load_ratios(report, loaded)}
     return report
 

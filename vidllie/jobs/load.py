@@ -7,9 +7,15 @@ detection, a stream server): each busy process is a Python loop that keeps one C
         ...                                   # the timed run
     # on leaving (normally, on an error or on Ctrl-C) every process is killed and reaped
 
-The loops are started in their own session, so the terminal's Ctrl-C reaches only vidllie, which
+The loops run outside vidllie's session, so the terminal's Ctrl-C reaches only vidllie, which
 kills them. Each loop also ends by itself once its parent is gone (checked every ~10 ms), so not
 even a killed vidllie leaves one behind.
+
+Where they run matters on Linux with autogroup scheduling (``/proc/sys/kernel/sched_autogroup_enabled``):
+CPU time is shared equally between *sessions* first. ``sessions="each"`` (the default) starts every
+loop in a session of its own, like separate services: beside two of them a process is entitled to
+a third of the machine. ``sessions="one"`` starts them all in one session, like loops started from
+one shell: beside them a process is entitled to half.
 """
 
 from __future__ import annotations
@@ -30,15 +36,34 @@ BUSY_LOOP = (
 )
 
 
+# One session for all: the first loop forks the others, which stop once it is gone.
+BUSY_GROUP = (
+    "import os\n"
+    "parent = {parent}\n"
+    "for _ in range({others}):\n"
+    "    if os.fork() == 0:\n"
+    "        parent = os.getppid()\n"
+    "        break\n"
+    "while os.getppid() == parent:\n"
+    "    for _ in range(1000000): pass\n"
+)
+SESSIONS = ("each", "one")
+
+
 @contextlib.contextmanager
-def busy_processes(n: int) -> Iterator[list[subprocess.Popen]]:
-    """Run the block with ``n`` busy processes; all are killed and reaped when it ends."""
+def busy_processes(n: int, sessions: str = "each") -> Iterator[list[subprocess.Popen]]:
+    """Run the block with ``n`` busy processes, in a session each or all in one (see the module
+    docstring); all are killed when it ends. Returns the started processes (with ``"one"``: the
+    first loop, the leader of the others)."""
     if n < 0:
         raise ValueError("the number of busy processes must be >= 0")
+    if sessions not in SESSIONS:
+        raise ValueError(f"sessions must be one of {', '.join(SESSIONS)}, got {sessions!r}")
     procs: list[subprocess.Popen] = []
+    codes = ([BUSY_GROUP.format(parent=os.getpid(), others=n - 1)] if sessions == "one" and n
+             else [BUSY_LOOP.format(parent=os.getpid())] * n)
     try:
-        code = BUSY_LOOP.format(parent=os.getpid())
-        for _ in range(n):
+        for code in codes:
             procs.append(subprocess.Popen(
                 [sys.executable, "-c", code], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL, start_new_session=True,
@@ -47,7 +72,7 @@ def busy_processes(n: int) -> Iterator[list[subprocess.Popen]]:
     finally:
         for p in procs:
             with contextlib.suppress(ProcessLookupError):
-                p.kill()
+                os.killpg(p.pid, 9)  # the loop and, in one session, the loops it forked
         for p in procs:
             p.wait()
 
