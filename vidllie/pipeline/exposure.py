@@ -14,8 +14,9 @@ stage sits between the model and the temporal stage:
    ``light_step`` (log ratio) from the key frame's (a light change), or after ``max_age`` frames.
    At a cut the curve is replaced; at a light change it moves to the new key frame's over
    ``SETTLE`` frames; between key frames it is filtered slowly (``rate``).
-2. **Restraint.** Where the input's local mean (``WINDOW`` box) is at the noise floor (<= ``floor``
-   codes), there is no signal to lift: the output fades to the input times at most ``dark_gain``.
+2. **Restraint.** Where the input's local mean (a 3x3 box at 1/``SCALE`` resolution) is at the
+   noise floor (<= ``floor`` codes), there is no signal to lift: the output fades to the input,
+   low-passed and no brighter than that local mean, times at most ``dark_gain``.
 3. **No veil.** The scene curve's gains are scaled down where they would lift the scene's mean
    luma above ``max_mean`` of the range.
 
@@ -108,7 +109,8 @@ class SceneExposure:
 
     def _frame(self, y: torch.Tensor, x: torch.Tensor, cut: bool) -> torch.Tensor:
         # Everything but the final blend runs on 1/SCALE-resolution luma (the curve, the signal
-        # test and the correction are smooth), then two maps are upsampled: out = y * A + x * B.
+        # test and the correction are smooth), then two maps are upsampled: out = y * A + B, where
+        # B is the grey near-black fill made from the input.
         size = y.shape[-2:]
         xl = F.adaptive_avg_pool2d(luma(x), _small(size))
         yl = F.adaptive_avg_pool2d(luma(y), xl.shape[-2:])
@@ -140,7 +142,6 @@ class SceneExposure:
             scene = scene * scale.clamp(0.0, 1.0)
         scene_gain = _lookup(scene, local)
         corr = torch.exp(scene_gain - _lookup(curve, local))
-        # restraint: at the noise floor, the input times at most dark_gain
         # restraint: where the input's local mean is at the noise floor there is no detail to lift:
         # the output there is the input low-passed (noise and blocks averaged away) times at most
         # dark_gain, so what little light there is (sky glow) stays, smooth and dark

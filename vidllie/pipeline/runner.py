@@ -114,7 +114,7 @@ class ModelRunner:
             maps = None if dino_maps is None else [m[i : i + n] for m in dino_maps]
             piece = x[i : i + n]
             if self.pad_batches and n < self.max_batch:
-                # A GPU's first call at a new batch size costs about a second (kernel selection);
+                # A GPU's first call at a new batch size costs seconds (1.7-3.7 s on an H200);
                 # partial batches (scene cuts, change-driven tiles) come in every size, so they
                 # are padded to a power of two: a handful of shapes per stream instead of dozens.
                 m = min(self.max_batch, 1 << (n - 1).bit_length())
