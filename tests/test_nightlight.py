@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from vidllie.ops import from_uint8_image, is_grey, keep_grey, luma, srgb_to_linear, to_grey
+from vidllie.ops import from_uint8_image, is_grey, keep_grey, luma, mean_luma, srgb_to_linear, to_grey
 from vidllie.train.datasets import SyntheticPairs, fixed_pair, save_image
 from vidllie.train.degrade import (
     DegradeConfig,
@@ -215,8 +215,9 @@ def test_synthetic_pairs_and_fixed_pair_use_the_night_target(tmp_path):
 # ------------------------------------------------------------------------------------ ops.grey
 def test_is_grey_and_to_grey():
     grey = torch.rand(3, 1, 8, 8).expand(-1, 3, -1, -1).clone()
-    grey[2, 1, 4, 4] += 2 / 255
+    grey[2, 1, 4, 4] += 2 / 255  # off the 1-in-64 sample that rejects colour frames early
     assert is_grey(grey).tolist() == [True, True, False]
+    assert is_grey(torch.rand(2, 3, 360, 640).contiguous(memory_format=torch.channels_last)).tolist() == [False, False]
     assert is_grey(grey, tolerance=3 / 255).tolist() == [True, True, True]
     y = to_grey(torch.tensor([0.0, 1.0, 0.0]).view(1, 3, 1, 1))
     assert torch.allclose(y.flatten(), torch.full((3,), 0.7152))
@@ -225,6 +226,11 @@ def test_is_grey_and_to_grey():
         is_grey(torch.rand(3, 8, 8))
     with pytest.raises(ValueError):
         is_grey(grey, tolerance=-1.0)
+
+
+def test_mean_luma_is_the_mean_of_the_luma_map():
+    x = torch.rand(2, 3, 37, 53).contiguous(memory_format=torch.channels_last)
+    assert torch.allclose(mean_luma(x), luma(x).mean(dim=(1, 2, 3)), atol=1e-6)
 
 
 def test_keep_grey_only_touches_grey_frames():

@@ -34,6 +34,16 @@ def is_grey(x: torch.Tensor, tolerance: float = 0.0) -> torch.Tensor:
     check_image(x, "frames")
     if tolerance < 0:
         raise ValueError(f"tolerance must be >= 0, got {tolerance}")
+    # A colour frame shows colour almost everywhere, so one pixel in 64 rejects it at a fiftieth of
+    # the full test's cost (1.6 ms a 640x360 frame on the CPU); only frames that pass it are tested
+    # in full. Exact: the sample is a subset. On a GPU both run (reading the sample back would sync).
+    sample = _grey(x[..., ::8, ::8], tolerance)
+    if x.device.type == "cpu" and not bool(sample.any()):
+        return sample
+    return sample & _grey(x, tolerance)
+
+
+def _grey(x: torch.Tensor, tolerance: float) -> torch.Tensor:
     spread = x.amax(dim=1) - x.amin(dim=1)  # (B, H, W)
     return (spread <= tolerance).flatten(1).all(dim=1)
 

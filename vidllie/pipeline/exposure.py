@@ -151,7 +151,7 @@ class SceneExposure:
         low = torch.minimum(kornia.filters.gaussian_blur2d(xl, (5, 5), (1.5, 1.5)), local)
         dark = (1 - w) * torch.exp(scene_gain).clamp(max=self.dark_gain) * low  # grey: one channel
         maps = F.interpolate(torch.cat([w * corr, dark], dim=1), size=size, mode="bilinear", align_corners=False)
-        return (y * maps[:, :1]).add_(maps[:, 1:]).clamp_(0.0, 1.0)
+        return torch.addcmul(maps[:, 1:], y, maps[:, :1]).clamp_(0.0, 1.0)  # y * A + B
 
 
 SCALE = 4
