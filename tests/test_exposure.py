@@ -46,6 +46,32 @@ def test_light_change_takes_a_new_key_frame():
     assert stage.keys == 2
 
 
+def test_veil_cap_only_on_a_scene_already_visible():
+    # the same model output (mean ~150 codes) on a dark input and on one already visible
+    stage = SceneExposure(max_mean=0.42, veil_from=(30, 60))
+    dark, visible = _scene(2, 0.08, 1), _scene(2, 0.38, 1)  # input means ~15 and ~72 codes
+    y = _scene(3, 0.95, 1)
+    kept = stage(y, dark) * 255
+    stage.reset()
+    capped = stage(y, visible) * 255
+    assert float(kept.mean()) > 140  # a dark scene keeps the model's exposure
+    assert float(capped.mean()) < 0.42 * 255 + 3  # a visible one is not lifted into a veil
+
+
+def test_held_brightness_follows_a_light_change():
+    # a still scene whose light doubles at frame 8: the output settles at the new brightness
+    base = _scene(4, 0.08, 1)
+    g = torch.Generator().manual_seed(5)
+    x = torch.cat([base.expand(8, -1, -1, -1), (base * 2).expand(16, -1, -1, -1)])
+    x = (x + torch.rand(x.shape, generator=g) * 0.004).clamp(0, 1)
+    stage = SceneExposure()
+    out = stage((x * 4).clamp(0, 1), x, [False] * 24)
+    gain = out.mean((1, 2, 3)) / x.mean((1, 2, 3))
+    assert stage.keys == 2
+    assert float((gain[:8] - 4).abs().max()) < 0.1
+    assert float((gain[-4:] - 4).abs().max()) < 0.2  # followed, not held at the old level
+
+
 def test_noise_floor_is_not_lifted():
     g = torch.Generator().manual_seed(0)
     x = (torch.rand(2, 3, 48, 64, generator=g) * 3 / 255)  # read noise at 0-3 codes

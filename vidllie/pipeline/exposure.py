@@ -14,11 +14,18 @@ stage sits between the model and the temporal stage:
    ``light_step`` (log ratio) from the key frame's (a light change), or after ``max_age`` frames.
    At a cut the curve is replaced; at a light change it moves to the new key frame's over
    ``SETTLE`` frames; between key frames it is filtered slowly (``rate``).
-2. **Restraint.** Where the input's local mean (a 3x3 box at 1/``SCALE`` resolution) is at the
-   noise floor (<= ``floor`` codes), there is no signal to lift: the output fades to the input,
-   low-passed and no brighter than that local mean, times at most ``dark_gain``.
-3. **No veil.** The scene curve's gains are scaled down where they would lift the scene's mean
-   luma above ``max_mean`` of the range.
+2. **Held brightness.** The scene's overall gain (output over input mean luma) is held like the
+   curve, and the input's level is low-passed (``LEVEL_RATE``): the per-bin correction reads the
+   bins through the input's noise, and a still scene's brightness would otherwise move with it.
+3. **Restraint.** Where the input's local mean (a 3x3 box at 1/``SCALE`` resolution) is at the
+   noise floor (<= ``floor`` codes, full output from ``floor + ramp``), there is no signal to
+   lift: the output fades to the input, low-passed and no brighter than that local mean, times at
+   most ``dark_gain``. The model would lift read noise and flat black to a smooth grey near 80
+   codes, and an H.264 block edge of one code into a blotch.
+4. **No veil on a visible scene.** Once the scene's input is already visible (its mean luma from
+   ``veil_from[0]`` codes, fully at ``veil_from[1]``), the curve's gains are scaled down where they
+   would lift the frame's mean luma above ``max_mean`` of the range; a dark scene keeps the
+   model's exposure.
 
 The stage follows light changes itself, so the temporal stage's persistence jump (its
 brightness snapping to the input's after ``persist`` frames beyond ``step``) is turned off with
@@ -31,13 +38,14 @@ it (``smoother.step = inf``); with the jump on, the whole dashcam clip still pop
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import kornia
 import torch
 import torch.nn.functional as F
 
-from vidllie.ops import luma
+from vidllie.ops import apply_gain, luma, mean_luma
 
 BINS = 16
 _EPS = 1.0 / 255.0
@@ -84,16 +92,21 @@ class SceneExposure:
     """Stateful across batches; ``reset()`` for a new stream. ``keys`` counts key frames taken."""
 
     def __init__(self, enabled: bool = True, *, light_step: float = 0.2, rate: float = 0.02, max_age: int = 300,
-                 floor: float = 3.0, dark_gain: float = 10.0, max_mean: float = 0.42) -> None:
+                 floor: float = 3.0, ramp: float = 6.0, dark_gain: float = 10.0,
+                 max_mean: float = 0.42, veil_from: tuple[float, float] = (30.0, 60.0)) -> None:
         self.enabled = enabled
         self.light_step, self.rate, self.max_age = light_step, rate, max_age
-        self.floor, self.dark_gain, self.max_mean = floor / 255.0, dark_gain, max_mean
+        self.floor, self.ramp, self.dark_gain, self.max_mean = floor / 255.0, ramp / 255.0, dark_gain, max_mean
+        self.veil_from = (veil_from[0] / 255.0, veil_from[1] / 255.0)
         self.keys = 0
         self.reset()
 
     def reset(self) -> None:
         self.curve: torch.Tensor | None = None  # the scene's log gain per input bin
         self.key_mean: float | None = None  # log mean luma of the key frame's input
+        self.scene_mean: float | None = None  # log mean luma of the scene's input, filtered like the curve
+        self.ratio: float | None = None  # log of the scene's output / input mean luma, filtered like the curve
+        self.level: float | None = None  # log mean luma of the input, low-passed
         self.age = 0
         self.settle = 0  # frames left to move the curve to a new key frame's
 
@@ -122,7 +135,7 @@ class SceneExposure:
         mean_in = float(torch.log(xl.mean() + _EPS))
         light_change = self.key_mean is not None and abs(mean_in - self.key_mean) > self.light_step
         if self.curve is None or cut:
-            self.curve, self.key_mean, self.age, self.settle = curve, mean_in, 0, 0
+            self.curve, self.key_mean, self.scene_mean, self.age, self.settle = curve, mean_in, mean_in, 0, 0
             self.keys += 1
         elif light_change or self.age >= self.max_age:
             # a new key frame; the curve moves to it over a few frames (no pop) instead of jumping
@@ -132,29 +145,50 @@ class SceneExposure:
         self.settle = max(0, self.settle - 1)
         if self.age or rate < 1:
             self.curve = self.curve + rate * (curve - self.curve)
+            self.scene_mean += rate * (mean_in - self.scene_mean)
         self.age += 1
         scene = self.curve
         # no veil: scale the scene's log gains so the frame's mean luma stays <= max_mean
         predicted = (torch.exp(_lookup(scene, local)) * (local + _EPS) - _EPS).mean()
         base = local.mean() + _EPS
-        if float(predicted) > self.max_mean and float(predicted) > float(base):
+        lo, hi = self.veil_from
+        level = math.exp(self.scene_mean) - _EPS
+        veil = min(1.0, max(0.0, (level - lo) / (hi - lo))) if hi > lo else float(level >= lo)
+        if veil > 0 and float(predicted) > self.max_mean and float(predicted) > float(base):
             scale = (torch.log(base.new_tensor(self.max_mean)) - torch.log(base)) / torch.log(predicted / base)
-            scene = scene * scale.clamp(0.0, 1.0)
+            scene = scene * (1.0 - veil * (1.0 - scale.clamp(0.0, 1.0)))
         scene_gain = _lookup(scene, local)
         corr = torch.exp(scene_gain - _lookup(curve, local))
         # restraint: where the input's local mean is at the noise floor there is no detail to lift:
         # the output there is the input low-passed (noise and blocks averaged away) times at most
         # dark_gain, so what little light there is (sky glow) stays, smooth and dark
-        w = ((local - self.floor) / (2 * self.floor)).clamp(0.0, 1.0)
+        w = ((local - self.floor) / self.ramp).clamp(0.0, 1.0)
         # neutral: near black, the input's colour is its noise and bias; no brighter than the local
         # mean, so a light beside the fill does not spread a lifted glow into it
         low = torch.minimum(kornia.filters.gaussian_blur2d(xl, (5, 5), (1.5, 1.5)), local)
         dark = (1 - w) * torch.exp(scene_gain).clamp(max=self.dark_gain) * low  # grey: one channel
         maps = F.interpolate(torch.cat([w * corr, dark], dim=1), size=size, mode="bilinear", align_corners=False)
-        return torch.addcmul(maps[:, 1:], y, maps[:, :1]).clamp_(0.0, 1.0)  # y * A + B
+        out = torch.addcmul(maps[:, 1:], y, maps[:, :1]).clamp_(0.0, 1.0)  # y * A + B
+        # The scene's overall gain (output over input mean luma) is held like its curve. The
+        # per-bin correction reads the bins through the input's noise, which would otherwise move
+        # the output's brightness a little on every frame of a still scene.
+        # The input's level is low-passed too (LEVEL_RATE): frame-to-frame jitter of a still
+        # scene's input mean is not passed on, a real change is followed within a few frames.
+        log_out = float(torch.log(mean_luma(out) + _EPS))
+        if self.ratio is None or cut:
+            self.ratio, self.level = log_out - mean_in, mean_in
+        else:
+            self.ratio += rate * (log_out - mean_in - self.ratio)
+            self.level += max(rate, LEVEL_RATE) * (mean_in - self.level)
+        hold = math.exp(min(max(self.ratio + self.level - log_out, -HOLD), HOLD))
+        return out if hold == 1.0 else apply_gain(out, out.new_tensor([hold]))
 
 
 SCALE = 4
+# the largest correction (log) of the held overall gain in one frame
+HOLD = 0.1
+# how fast the held brightness follows the input's mean luma, per frame
+LEVEL_RATE = 0.25
 # frames over which the curve moves to a light change's new key frame
 SETTLE = 8
 
