@@ -45,7 +45,7 @@ import kornia
 import torch
 import torch.nn.functional as F
 
-from vidllie.ops import apply_gain, luma, mean_luma
+from vidllie.ops import luma
 
 BINS = 16
 _EPS = 1.0 / 255.0
@@ -166,22 +166,23 @@ class SceneExposure:
         # neutral: near black, the input's colour is its noise and bias; no brighter than the local
         # mean, so a light beside the fill does not spread a lifted glow into it
         low = torch.minimum(kornia.filters.gaussian_blur2d(xl, (5, 5), (1.5, 1.5)), local)
-        dark = (1 - w) * torch.exp(scene_gain).clamp(max=self.dark_gain) * low  # grey: one channel
-        maps = F.interpolate(torch.cat([w * corr, dark], dim=1), size=size, mode="bilinear", align_corners=False)
-        out = torch.addcmul(maps[:, 1:], y, maps[:, :1]).clamp_(0.0, 1.0)  # y * A + B
+        fill = (1 - w) * torch.exp(scene_gain).clamp(max=self.dark_gain) * low  # grey: one channel
+        gain_map = w * corr
         # The scene's overall gain (output over input mean luma) is held like its curve. The
         # per-bin correction reads the bins through the input's noise, which would otherwise move
-        # the output's brightness a little on every frame of a still scene.
-        # The input's level is low-passed too (LEVEL_RATE): frame-to-frame jitter of a still
-        # scene's input mean is not passed on, a real change is followed within a few frames.
-        log_out = float(torch.log(mean_luma(out) + _EPS))
+        # the output's brightness a little on every frame of a still scene. The input's level is
+        # low-passed too (LEVEL_RATE): frame-to-frame jitter of a still scene's input mean is not
+        # passed on, a real change is followed within a few frames. Measured on the 1/SCALE maps
+        # (the output's mean luma is the mean of yl * A + B there), applied to them.
+        log_out = float(torch.log(torch.addcmul(fill, yl, gain_map).mean() + _EPS))
         if self.ratio is None or cut:
             self.ratio, self.level = log_out - mean_in, mean_in
         else:
             self.ratio += rate * (log_out - mean_in - self.ratio)
             self.level += max(rate, LEVEL_RATE) * (mean_in - self.level)
         hold = math.exp(min(max(self.ratio + self.level - log_out, -HOLD), HOLD))
-        return out if hold == 1.0 else apply_gain(out, out.new_tensor([hold]))
+        maps = F.interpolate(torch.cat([gain_map, fill], dim=1) * hold, size=size, mode="bilinear", align_corners=False)
+        return torch.addcmul(maps[:, 1:], y, maps[:, :1]).clamp_(0.0, 1.0)  # y * A + B
 
 
 SCALE = 4
