@@ -20,8 +20,8 @@ stage sits between the model and the temporal stage:
 3. **Restraint.** Where the input's local mean (a 3x3 box at 1/``SCALE`` resolution) is at the
    noise floor (<= ``floor`` codes, full output from ``floor + ramp``), there is no signal to
    lift: the output fades to the input, low-passed and no brighter than that local mean, times at
-   most ``dark_gain``. The model would lift read noise and flat black to a smooth grey near 80
-   codes, and an H.264 block edge of one code into a blotch.
+   most ``dark_gain``. The `fast` network would lift read noise and flat black to a smooth grey
+   near 80 codes, and an H.264 block edge of one code into a blotch (docs/benchmarks.md).
 4. **No veil on a visible scene.** Once the scene's input is already visible (its mean luma from
    ``veil_from[0]`` codes, fully at ``veil_from[1]``), the curve's gains are scaled down where they
    would lift the frame's mean luma above ``max_mean`` of the range; a dark scene keeps the
@@ -148,7 +148,8 @@ class SceneExposure:
             self.scene_mean += rate * (mean_in - self.scene_mean)
         self.age += 1
         scene = self.curve
-        # no veil: scale the scene's log gains so the frame's mean luma stays <= max_mean
+        # no veil on a scene already visible (veil: 0 below veil_from[0], 1 from veil_from[1]):
+        # scale the scene's log gains so the frame's mean luma stays <= max_mean
         predicted = (torch.exp(_lookup(scene, local)) * (local + _EPS) - _EPS).mean()
         base = local.mean() + _EPS
         lo, hi = self.veil_from
