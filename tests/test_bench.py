@@ -112,3 +112,37 @@ def test_bench_bad_arguments_are_one_line_errors(micro_path, tmp_path):
     assert proc.returncode != 0
     assert proc.stderr.strip().count("\n") == 0 and "1280x720" in proc.stderr
     assert parse_size("720p") == (1280, 720) and parse_size("640x360") == (640, 360)
+
+
+def test_bench_warms_every_padded_batch_shape_before_timing(micro_path, tmp_path, monkeypatch):
+    """Where partial batches are padded to a power of two (a GPU), the warm-up runs each of those
+    shapes once, so the idle measurement does not pay first calls that the loaded one skips."""
+    from vidllie.jobs import bench as bench_module
+
+    calls: dict[str, list[int]] = {"warm-up": [], "timed": []}
+
+    class Padded(bench_module.Enhancer):
+        phase = None
+
+        def __init__(self, *a, **kw):
+            super().__init__(*a, **kw)
+            self.runner.pad_batches = True  # as on CUDA
+            self.phase = "warm-up"
+            forward = self.runner._forward
+
+            def spy(x, maps, size):
+                calls[self.phase].append(x.shape[0])
+                return forward(x, maps, size)
+
+            self.runner._forward = spy
+
+        def reset_stats(self):  # called as each measurement starts
+            if self.phase:
+                self.phase = "timed"
+            super().reset_stats()
+
+    monkeypatch.setattr(bench_module, "Enhancer", Padded)
+    run_bench(synthetic="64x48", model=micro_path, frames=13, batch_size=8, device="cpu", reuse=False,
+              preset="ultrafast", workdir=tmp_path)  # whole frames, as by default on a GPU
+    assert sorted(set(calls["warm-up"])) == [1, 2, 4, 8]  # the full batch and every padded size below it
+    assert set(calls["timed"]) <= {1, 2, 4, 8} and 8 in calls["timed"]  # 13 frames: 8 + 5 padded to 8

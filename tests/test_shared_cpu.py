@@ -1,5 +1,6 @@
 """A shared CPU: thread counts from the CPUs this process may use, the OpenMP settings
-left to the user, and `bench --load N` (busy processes always reaped, loaded/idle ratios)."""
+left to the user, `bench --load N` (busy processes always reaped, loaded/idle ratios), and the
+CPU time that tells a stage waiting for a CPU from a stage doing more work."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from vidllie.pipeline import environment
 from vidllie.jobs.bench import format_report, run_bench
 from vidllie.pipeline.environment import available_cpus, cgroup_cpu_quota
 from vidllie.jobs.load import busy_processes
+from vidllie.pipeline.timing import StageTimer
 
 
 # ---------------------------------------------------------------- CPUs: affinity and cgroup quota
@@ -179,8 +181,34 @@ def test_bench_load_reports_idle_loaded_and_ratios(micro_path, tmp_path):
         assert loaded["stages"][stage]["frames"] == 6
         assert ratios["stages"][stage] == pytest.approx(loaded_ms / idle_ms, rel=1e-2, abs=1e-3)
     assert r["settings"]["available_cpus"] >= 1
+    for report in (r, loaded):  # this process's CPU time over the end-to-end run
+        cpu = report["cpu"]
+        assert cpu["seconds"] > 0 and 0 < cpu["cores_used"] <= os.cpu_count() + 0.5
+        assert cpu["ms_per_frame"] == pytest.approx(1000 * cpu["seconds"] / 6, abs=0.02)  # report rounding
+        smoothing = report["stages"]["smoothing"]  # one thread: its CPU time is at most its wall time
+        assert 0 < smoothing["cpu_ms_per_frame"] <= smoothing["ms_per_frame"] * 1.05 + 0.05
+        assert "cpu_ms_per_frame" not in report["stages"]["model"]  # worker threads: not on one thread
+    assert ratios["cpu"]["cores_used"] == pytest.approx(loaded["cpu"]["cores_used"] / r["cpu"]["cores_used"], abs=2e-3)
     text = format_report(r)
-    assert "loaded" in text and "x idle" in text and "1 busy processes" in text
+    assert "loaded" in text and "x idle" in text and "1 busy processes" in text and "CPUs busy" in text
     json.dumps(r)  # the --json report
     with pytest.raises(InputError, match="--load"):
         run_bench(synthetic="64x48", model=micro_path, load=-1)
+
+
+def test_stage_cpu_time_tells_work_from_waiting():
+    """A stage timed ``on_thread`` records its thread's CPU time: spinning counts, waiting (here a
+    sleep, as when the scheduler runs something else) does not; other stages record none."""
+    timer = StageTimer("cpu")
+    with timer.stage("smoothing", 1, on_thread=True):
+        end = time.thread_time() + 0.05
+        while time.thread_time() < end:
+            pass
+    with timer.stage("exposure", 1, on_thread=True):
+        time.sleep(0.05)
+    with timer.stage("model", 1):
+        time.sleep(0.01)
+    s = timer.summary()
+    assert s["smoothing"]["cpu_ms_per_frame"] >= 50 and s["smoothing"]["ms_per_frame"] >= 50
+    assert s["exposure"]["cpu_ms_per_frame"] < 10 <= 50 <= s["exposure"]["ms_per_frame"]
+    assert "cpu_ms_per_frame" not in s["model"]

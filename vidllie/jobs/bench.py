@@ -168,16 +168,28 @@ def run_bench(
         # Warm-up: kernels, allocator, autotuning, torch.compile; then every state is reset.
         for i in range(0, max(warmup, 1), batch_size):
             enhancer.process_batch(images[i % len(images) : i % len(images) + batch_size])
+        if enhancer.runner.pad_batches:
+            # On a GPU partial batches (scene cuts, the last one) run padded to a power of two,
+            # and each new batch shape's first call costs seconds: warm them all, so neither the
+            # idle nor the loaded measurement pays it (``--reuse`` tiles still bring new shapes).
+            k = 1
+            while k < enhancer.runner.max_batch:
+                enhancer.process_batch([images[j % len(images)] for j in range(k)])
+                k *= 2
         synchronize(enhancer.device)
 
         out = Path(tmp) / f"bench_out{Path(source).suffix or '.mp4'}"
 
         def measure() -> dict[str, Any]:
             model_only = _model_only(enhancer, images)
+            # This process's CPU time over the run, all its threads (not the busy processes, which
+            # are children): on a busy machine it tells less CPU from more work per frame.
+            c0, t0 = time.process_time(), time.perf_counter()
             e2e = enhance_video_file(enhancer,
                 source, out, max_frames=frames, codec=codec, crf=crf, preset=preset, overwrite=True,
             )
-            return _report(enhancer, e2e, model_only, source, synthetic, width, height, frames, warmup)
+            cpu = {"seconds": time.process_time() - c0, "wall_seconds": time.perf_counter() - t0}
+            return _report(enhancer, e2e, model_only, source, synthetic, width, height, frames, warmup, cpu)
 
         report = measure()
         if load:
@@ -187,13 +199,14 @@ def run_bench(
                 time.sleep(0.5)  # let the scheduler spread the loops over the CPUs
                 loaded = measure()
             keep = ("end_to_end", "model_only", "pipeline_efficiency", "stages", "threads_busy_seconds",
-                    "bound_by", "compute_waits")
+                    "bound_by", "compute_waits", "cpu")
             report["load"] = {"processes": load, "sessions": load_sessions, "loaded": {k: loaded[k] for k in keep},
                               "ratios": load_ratios(report, loaded)}
     return report
 
 
-def _report(enhancer: Enhancer, e2e, model_only, source, synthetic, width, height, frames, warmup) -> dict[str, Any]:
+def _report(enhancer: Enhancer, e2e, model_only, source, synthetic, width, height, frames, warmup,
+            cpu: dict[str, float]) -> dict[str, Any]:
     from vidllie.models.info import dino_macs, model_macs
 
     stages = e2e["stages"]
@@ -219,6 +232,10 @@ def _report(enhancer: Enhancer, e2e, model_only, source, synthetic, width, heigh
         "frames": n,
         "warmup_frames": warmup,
         "end_to_end": {"fps": e2e["fps"], "seconds": e2e["wall_seconds"], "frames": n},
+        # CPUs kept busy on average, and CPU time per frame (all threads of this process).
+        "cpu": {"seconds": round(cpu["seconds"], 4),
+                "cores_used": round(cpu["seconds"] / cpu["wall_seconds"], 3) if cpu["wall_seconds"] else None,
+                "ms_per_frame": round(1000.0 * cpu["seconds"] / n, 2) if n else None},
         "model_only": {k: model_only[k] for k in ("fps", "seconds", "frames", "repeats")},
         "pipeline_efficiency": None if efficiency is None else round(efficiency, 4),
         "stages": {s: stages[s] for s in STAGES if s in stages},
@@ -272,21 +289,33 @@ def format_report(r: dict[str, Any]) -> str:
         for key, label in (("end_to_end", "end-to-end"), ("model_only", "model-only")):
             lines.append(f"{label:<22}{r[key]['fps']:>10.2f}{load['loaded'][key]['fps']:>10.2f}"
                          f"{_num(ratios[key], 8, 2)}   frames/s")
+        cpu, other = r["cpu"], load["loaded"]["cpu"]
+        lines += [f"{'CPUs busy':<22}{_num(cpu['cores_used'], 10, 2)}{_num(other['cores_used'], 10, 2)}"
+                  f"{_num(ratios['cpu']['cores_used'], 8, 2)}   (this process, all threads)",
+                  f"{'CPU ms per frame':<22}{_num(cpu['ms_per_frame'], 10, 1)}{_num(other['ms_per_frame'], 10, 1)}"
+                  f"{_num(ratios['cpu']['ms_per_frame'], 8, 2)}"]
     else:
         lines += [f"{'end-to-end':<22}{r['end_to_end']['fps']:>10.2f} frames/s",
-                  f"{'model-only':<22}{r['model_only']['fps']:>10.2f} frames/s"]
+                  f"{'model-only':<22}{r['model_only']['fps']:>10.2f} frames/s",
+                  f"{'CPUs busy':<22}{_num(r['cpu']['cores_used'], 10, 2)}   "
+                  f"({r['cpu']['ms_per_frame']} ms CPU per frame, this process, all threads)"]
     lines += [
         f"{'pipeline efficiency':<22}{r['pipeline_efficiency']:>10.3f}",
         "",
-        f"{'stage':<12}{'ms/frame':>10}{'seconds':>10}" + (f"{'loaded ms':>11}{'x idle':>8}" if load else ""),
+        f"{'stage':<12}{'ms/frame':>10}{'seconds':>10}{'CPU ms':>8}"
+        + (f"{'loaded ms':>11}{'x idle':>8}{'CPU ms':>8}" if load else ""),
     ]
     for name, s in r["stages"].items():
         ms = s["ms_per_frame"]
-        row = f"{name:<12}{(ms if ms is not None else 0.0):>10.2f}{s['seconds']:>10.3f}"
+        row = (f"{name:<12}{(ms if ms is not None else 0.0):>10.2f}{s['seconds']:>10.3f}"
+               f"{_num(s.get('cpu_ms_per_frame'), 8, 2)}")
         if load:
-            other = load["loaded"]["stages"].get(name, {}).get("ms_per_frame")
-            row += f"{_num(other, 11, 2)}{_num(ratios['stages'].get(name), 8, 2)}"
+            other = load["loaded"]["stages"].get(name, {})
+            row += (f"{_num(other.get('ms_per_frame'), 11, 2)}{_num(ratios['stages'].get(name), 8, 2)}"
+                    f"{_num(other.get('cpu_ms_per_frame'), 8, 2)}")
         lines.append(row)
+    lines.append("(CPU ms: the stage's thread CPU time, for stages whose work runs on one thread; "
+                 "a stage slower than its CPU time waited for a CPU)")
     lines += [
         "",
         "busy seconds per thread: " + ", ".join(f"{k} {v:.2f}" for k, v in r["threads_busy_seconds"].items()),

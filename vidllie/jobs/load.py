@@ -94,7 +94,7 @@ def load_ratios(idle: dict[str, Any], loaded: dict[str, Any]) -> dict[str, Any]:
         >>> load_ratios(idle, loaded)
         {'end_to_end': 0.6, 'model_only': 0.5, 'stages': {'smoothing': 1.5}}
     """
-    return {
+    out = {
         "end_to_end": _ratio(loaded["end_to_end"]["fps"], idle["end_to_end"]["fps"]),
         "model_only": _ratio(loaded["model_only"]["fps"], idle["model_only"]["fps"]),
         "stages": {
@@ -102,3 +102,6 @@ def load_ratios(idle: dict[str, Any], loaded: dict[str, Any]) -> dict[str, Any]:
             for name, s in idle["stages"].items()
         },
     }
+    if "cpu" in idle and "cpu" in loaded:
+        out["cpu"] = {k: _ratio(loaded["cpu"].get(k), idle["cpu"].get(k)) for k in ("cores_used", "ms_per_frame")}
+    return out

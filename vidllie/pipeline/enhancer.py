@@ -206,27 +206,28 @@ class Enhancer:
             self.reset()  # new resolution: nothing to compare with
         self._frame_size = size
         wide = first.dtype == np.uint16 if wide_output is None else wide_output
-        n, timer = len(images), self.timer
+        n, timer, one = len(images), self.timer, self.small_threads == 1
         with torch.inference_mode(), torch_threads(self.torch_threads):
-            with timer.stage("upload", n), torch_threads(self.small_threads):
+            with timer.stage("upload", n, on_thread=one), torch_threads(self.small_threads):
                 x = upload(images, self.device, self.channels_last)
             if self.hdr is not None:
-                with timer.stage("hdr_in", n), torch_threads(self.small_threads):
+                with timer.stage("hdr_in", n, on_thread=one), torch_threads(self.small_threads):
                     x, ratio = self.hdr.to_sdr(x)
             y = self.compute(x)
             if self.hdr is not None:
-                with timer.stage("hdr_out", n), torch_threads(self.small_threads):
+                with timer.stage("hdr_out", n, on_thread=one), torch_threads(self.small_threads):
                     y = self.hdr.to_output(y, ratio)
-            with timer.stage("download", n), torch_threads(self.small_threads):
+            with timer.stage("download", n, on_thread=one), torch_threads(self.small_threads):
                 return download(y, self.device, wide)
 
     def compute(self, x: torch.Tensor) -> torch.Tensor:
         """The device work on a batch already on the device: scene check, DINO (through the
         cache), model, smoothing. (B, 3, H, W) in [0, 1] -> (B, 3, H, W) in [0, 1]; keeps the
         stream state. ``vidllie bench`` times this alone as "model-only"."""
-        n, timer = x.shape[0], self.timer
+        # ``one``: the small stages' work runs on this thread, so its CPU time is theirs.
+        n, timer, one = x.shape[0], self.timer, self.small_threads == 1
         with torch.inference_mode(), torch_threads(self.torch_threads):
-            with timer.stage("scene", n), torch_threads(self.small_threads):
+            with timer.stage("scene", n, on_thread=one), torch_threads(self.small_threads):
                 thumbs = luma_thumbnails(x)
                 cuts = self.cuts(thumbs)
                 plan = self.reuse.plan(x, cuts) if self.reuse.enabled else None
@@ -243,9 +244,9 @@ class Enhancer:
                     grid = getattr(self.model, "dino_grid", None)
                     y = self.reuse.run(x, plan, self.runner.infer, dino_maps, grid)
             if self.exposure.enabled:
-                with timer.stage("exposure", n), torch_threads(self.small_threads):
+                with timer.stage("exposure", n, on_thread=one), torch_threads(self.small_threads):
                     y = self.exposure(y, x, cuts)
-            with timer.stage("smoothing", n), torch_threads(self.small_threads):
+            with timer.stage("smoothing", n, on_thread=one), torch_threads(self.small_threads):
                 # Grey in, grey out: an IR camera's frames (R = G = B) must not come out tinted.
                 return keep_grey(self.smoother(y, cuts, source=x), x)
 

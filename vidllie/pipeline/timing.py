@@ -3,8 +3,11 @@
 On CUDA, kernels run asynchronously: a host clock around ``model(x)`` measures the launch, not the
 work. Device stages are therefore timed with CUDA events recorded on the current stream and read
 back lazily (no synchronisation per stage, so timing does not slow the pipeline down). Host stages
-(decode, encode, and everything on CPU) use ``time.perf_counter``. Several threads may record into
-one timer (the decode and encode threads each own their stages)::
+(decode, encode, and everything on CPU) use ``time.perf_counter``. A host stage whose work runs
+on the calling thread alone (``on_thread=True``: the small stages on one torch thread) also
+records that thread's CPU time, so a slow stage on a busy machine shows whether it did more work
+or waited for a CPU. Several threads may record into one timer (the decode and encode threads
+each own their stages)::
 
     timer = StageTimer(torch.device("cpu"))
     with timer.stage("model", frames=4):
@@ -43,18 +46,23 @@ class StageTimer:
         self._seconds: dict[str, float] = {}
         self._frames: dict[str, int] = {}
         self._calls: dict[str, int] = {}
+        self._cpu: dict[str, float] = {}
         self._pending: list[tuple[str, torch.cuda.Event, torch.cuda.Event]] = []
 
-    def add(self, name: str, seconds: float, frames: int = 0) -> None:
-        """Record ``seconds`` of work on ``frames`` frames under ``name`` (thread-safe)."""
+    def add(self, name: str, seconds: float, frames: int = 0, cpu_seconds: float | None = None) -> None:
+        """Record ``seconds`` of work on ``frames`` frames under ``name`` (thread-safe), and
+        ``cpu_seconds`` of the thread's CPU time when given."""
         with self._lock:
             self._seconds[name] = self._seconds.get(name, 0.0) + seconds
             self._frames[name] = self._frames.get(name, 0) + frames
             self._calls[name] = self._calls.get(name, 0) + 1
+            if cpu_seconds is not None:
+                self._cpu[name] = self._cpu.get(name, 0.0) + cpu_seconds
 
     @contextmanager
-    def stage(self, name: str, frames: int = 0, *, device: bool = True) -> Iterator[None]:
-        """Time the enclosed block as stage ``name``."""
+    def stage(self, name: str, frames: int = 0, *, device: bool = True, on_thread: bool = False) -> Iterator[None]:
+        """Time the enclosed block as stage ``name``; ``on_thread``: its work runs on this thread
+        only, so its thread CPU time is recorded too (host clock only)."""
         if self._cuda and device:
             start = torch.cuda.Event(enable_timing=True)
             end = torch.cuda.Event(enable_timing=True)
@@ -71,11 +79,13 @@ class StageTimer:
                     if len(self._pending) > self._MAX_PENDING:
                         self._drain(block=False)
             return
+        c0 = time.thread_time() if on_thread else None
         t0 = time.perf_counter()
         try:
             yield
         finally:
-            self.add(name, time.perf_counter() - t0, frames)
+            wall = time.perf_counter() - t0
+            self.add(name, wall, frames, None if c0 is None else time.thread_time() - c0)
 
     def _drain(self, block: bool) -> None:
         # Caller holds the lock. Events complete in stream order, so stop at the first unfinished.
@@ -95,7 +105,8 @@ class StageTimer:
             return self._seconds.get(name, 0.0)
 
     def summary(self) -> dict[str, dict[str, float | int]]:
-        """``{stage: {"seconds", "frames", "calls", "ms_per_frame"}}`` in pipeline order."""
+        """``{stage: {"seconds", "frames", "calls", "ms_per_frame"}}`` in pipeline order, plus
+        ``"cpu_ms_per_frame"`` (the thread's CPU time) for stages timed ``on_thread``."""
         with self._lock:
             self._drain(block=True)
             names = [s for s in STAGES if s in self._seconds]
@@ -109,4 +120,6 @@ class StageTimer:
                     "calls": self._calls.get(name, 0),
                     "ms_per_frame": round(1000.0 * secs / frames, 3) if frames else None,
                 }
+                if name in self._cpu and frames:
+                    out[name]["cpu_ms_per_frame"] = round(1000.0 * self._cpu[name] / frames, 3)
             return out
