@@ -608,3 +608,31 @@ def test_trainer_with_clips_adds_the_temporal_term(tmp_path):
     header = rows[0].split(",")
     assert "temporal" in header
     assert all(float(r.split(",")[header.index("temporal")]) > 0 for r in rows[1:])
+
+
+def test_worker_made_batches_depend_on_the_step_alone_and_resume_exactly(tmp_path):
+    """data.workers > 0: batches are made ahead in worker processes, batch k from (seed, k) alone:
+    one worker and two give the same weights, and a run stopped and resumed gives them too."""
+    from safetensors.torch import load_file
+
+    images = make_image_folder(tmp_path / "imgs", 8)
+
+    def config(out, workers):
+        cfg = _config(images, out)
+        cfg["data"]["workers"] = workers
+        cfg["data"]["clips"] = {"every": 2, "frames": 2, "crop": 32, "batch_size": 1, "stills": True}
+        return cfg
+
+    train(config(tmp_path / "one", 1))
+    train(config(tmp_path / "two", 2))
+    assert train(config(tmp_path / "resumed", 2), stop_after=3)["step"] == 3
+    assert train(config(tmp_path / "resumed", 1), resume=True)["step"] == 6
+    inline = train(config(tmp_path / "inline", 0))  # the run's own generator: other batches
+    assert inline["step"] == 6
+    ckpt = {name: load_file(str(tmp_path / name / "checkpoint.safetensors")) for name in ("one", "two", "resumed", "inline")}
+    a = ckpt["one"]
+    for name in ("two", "resumed"):
+        assert all(torch.equal(a[k], ckpt[name][k]) for k in a), name
+    assert not all(torch.equal(a[k], ckpt["inline"][k]) for k in a if k.startswith("model."))
+    with pytest.raises(InputError, match="workers"):
+        train(config(tmp_path / "bad", -1))

@@ -66,6 +66,10 @@ class DataConfig:
     scale: tuple[float, float] = (0.6, 1.0)
     degradation: DegradeConfig = field(default_factory=DegradeConfig)
     clips: ClipsConfig | None = None
+    # 0: batches made in the training process from the run's generator. N > 0: made ahead in N
+    # worker processes, batch ``k`` from a generator seeded by (seed, k) alone, so a run's batches
+    # are the same for any N and after a resume (but not the same as with 0).
+    workers: int = 0
 
 
 @dataclass
@@ -231,6 +235,8 @@ def load_train_config(config: str | Path | dict | TrainConfig, overrides: dict |
     d.images, d.paired, d.val_paired = _expand(d.images), _expand(d.paired), _expand(d.val_paired)
     if d.images is None and d.paired is None:
         raise InputError("training config: set data.images (synthetic pairs) or data.paired (a LOL folder)")
+    if d.workers < 0:
+        raise InputError(f"training config: data.workers must be >= 0, got {d.workers}")
     if d.crop % 16:
         raise InputError(f"training config: data.crop must be a multiple of 16, got {d.crop}")
     if cfg.loss.teacher > 0 and not cfg.teacher:

@@ -1,6 +1,6 @@
 """What a training run (:mod:`vidllie.train.trainer`) is built from: the learning-rate schedule,
 the AMP choice, a start from another model's weights, the frozen DINO (with optional LoRA), where
-batches come from (:class:`TrainingData`), validation on the held-out items and the run's logs.
+batches come from (:class:`TrainingData`, made ahead in worker processes by :func:`step_batches`), validation on the held-out items and the run's logs.
 """
 
 from __future__ import annotations
@@ -16,7 +16,9 @@ from vidllie.errors import InputError
 from vidllie.models.configuration import ModelConfig
 from vidllie.models.dino import load_dino
 from vidllie.train.config import DataConfig, DinoOptions, dino_options
-from vidllie.train.datasets import ClipPairs, PairedCrops, PairedFolder, SyntheticPairs, list_images, split_images, validation_pairs
+from vidllie.train.datasets import (
+    ClipPairs, PairedCrops, PairedFolder, SyntheticPairs, list_images, name_seed, split_images, validation_pairs,
+)
 from vidllie.train.evaluate import psnr, ssim
 
 
@@ -169,6 +171,42 @@ class TrainingData:
 
     def clip_batch(self, step: int, gen: torch.Generator):
         return self.clips.batch(gen) if self.clips is not None and step % self.clip_every == 0 else None
+
+
+class StepBatches(torch.utils.data.Dataset):
+    """Item ``k``: the ``(low, high, clips)`` batch of training step ``k``, drawn from a generator
+    seeded by ``(seed, k)`` alone, so it is the same batch whichever process makes it and when."""
+
+    def __init__(self, data: TrainingData, seed: int) -> None:
+        self.data, self.seed = data, int(seed)
+
+    def __getitem__(self, step: int):
+        gen = torch.Generator().manual_seed(name_seed(f"step {step}", self.seed))
+        low, high = self.data.source.batch(gen)
+        return low, high, self.data.clip_batch(step, gen)
+
+
+def _as_is(item):
+    return item
+
+
+def step_batches(data: TrainingData, seed: int, start: int, stop: int, workers: int, pin_memory: bool = False):
+    """Batches of steps ``start`` .. ``stop - 1`` in order, made ahead by ``workers`` processes
+    (two batches each in flight). The synthetic degradation runs on one CPU thread per batch; on a
+    GPU it is most of a step, so the workers keep the device fed.
+
+    Example:
+        >>> batches = step_batches(data, seed=0, start=run.step, stop=run.total, workers=4)  # doctest: +SKIP
+        >>> low, high, clips = next(batches)                                                  # doctest: +SKIP
+    """
+    loader = torch.utils.data.DataLoader(
+        StepBatches(data, seed), batch_size=None, sampler=range(start, stop), num_workers=workers,
+        collate_fn=_as_is, pin_memory=pin_memory, prefetch_factor=2 if workers else None,
+        # The loader draws its workers' base seed from this, not from torch's global generator,
+        # which is the run's (checkpointed) state: a resumed run must not draw it twice.
+        generator=torch.Generator().manual_seed(int(seed)),
+    )
+    return iter(loader)
 
 
 def validate_model(model, pairs, device, amp_dtype, dino=None) -> tuple[float, float]:

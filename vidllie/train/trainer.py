@@ -33,7 +33,9 @@ from vidllie.models import build_model, load_model, save_model
 from vidllie.pipeline.device import resolve_device
 from vidllie.train.config import TrainConfig, load_train_config
 from vidllie.train.losses import RestorationLoss, differentiable
-from vidllie.train.parts import Logs, TrainingData, build_dino, init_partially, lr_factor, resolve_amp, validate_model
+from vidllie.train.parts import (
+    Logs, TrainingData, build_dino, init_partially, lr_factor, resolve_amp, step_batches, validate_model,
+)
 from vidllie.train.state import CHECKPOINT, EMA, load_checkpoint, restore_optimizer, save_checkpoint
 
 __all__ = ["CHECKPOINT", "TrainingRun", "load_train_config", "train"]
@@ -74,6 +76,7 @@ class TrainingRun:
             if self.teacher.config.guided:
                 raise InputError(f"teacher {cfg.teacher}: a DINO-guided teacher is not supported; use an unguided model")
         self.data = TrainingData(cfg.data)
+        self._batches = None  # worker-made batches (data.workers > 0), started at the first step
 
         # optimisation
         groups = [{"params": [p for p in model.parameters() if p.requires_grad], "lr": o.lr}]
@@ -161,9 +164,8 @@ class TrainingRun:
     def train_step(self) -> tuple[dict[str, float], float]:
         """One optimisation step; returns the loss parts and the gradient norm."""
         t0 = time.perf_counter()
-        low, high = self.data.source.batch(self.data_gen)
-        clips = self.data.clip_batch(self.step, self.data_gen)
-        low, high = low.to(self.device), high.to(self.device)
+        low, high, clips = self.next_batch()
+        low, high = low.to(self.device, non_blocking=True), high.to(self.device, non_blocking=True)
         loss, parts = self.loss(low, high, clips)
         opt, scaler = self.opt, self.scaler
         opt.zero_grad(set_to_none=True)
@@ -185,6 +187,23 @@ class TrainingRun:
         self.elapsed += time.perf_counter() - t0
         self.last_loss = float(loss.detach())
         return parts, grad_norm
+
+    def next_batch(self):
+        """``(low, high, clips)`` for the current step: from the worker processes when
+        ``data.workers`` > 0 (they depend on the step alone: resuming is exact), else drawn here
+        from the run's data generator (checkpointed)."""
+        workers = int(self.cfg.data.workers)
+        if not workers:
+            low, high = self.data.source.batch(self.data_gen)
+            return low, high, self.data.clip_batch(self.step, self.data_gen)
+        if self._batches is None:
+            self._batches = step_batches(self.data, self.cfg.seed, self.step, self.total, workers,
+                                         pin_memory=self.device.type == "cuda")
+        return next(self._batches)
+
+    def close(self) -> None:
+        """Stop the batch workers (if any)."""
+        self._batches = None
 
     def validate(self) -> tuple[float, float]:
         """EMA weights on the validation items; saves ``best_ema`` on a new best PSNR."""
@@ -273,6 +292,7 @@ def train(config: str | Path | dict | TrainConfig, resume: bool = False, *, over
               file=sys.stderr)
         raise
     finally:
+        run.close()
         bar.close()
         if previous_sigterm is not None:
             signal.signal(signal.SIGTERM, previous_sigterm)
