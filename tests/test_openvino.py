@@ -165,3 +165,33 @@ def test_bench_compares_runtimes_in_one_run(tmp_path):
     assert r["model"]["versions"]["openvino"]
     assert r["model"]["frames"] == r["reference"]["frames"] == 6
     assert "(openvino, " in proc.stdout and "(torch, fp32)" in proc.stdout and "x end to end" in proc.stdout
+
+
+def test_dropping_models_in_any_order_leaves_signals_working(micro_path, tmp_path):
+    """The CPU plugin gives the creating thread an alternate signal stack per Core and restores
+    the previous one when that Core goes: two Cores dropped in creation order left the thread's
+    signal stack in freed memory, and the next signal (here SIGUSR1; Ctrl-C, SIGTERM, a child
+    ending) was a segmentation fault. One Core for the process: the signal is handled."""
+    import subprocess
+    import sys
+
+    code = f"""
+import gc, os, signal, torch
+from vidllie.models import load_model
+from vidllie.pipeline.openvino_runtime import OpenVinoModel
+x = torch.rand(1, 3, 32, 48)
+a = OpenVinoModel(load_model({str(micro_path)!r}), cache_dir={str(tmp_path / "a")!r})
+a(x)
+b = OpenVinoModel(load_model({str(micro_path)!r}), cache_dir={str(tmp_path / "b")!r})
+b(x)
+assert a._core is b._core
+del a; gc.collect()
+del b; gc.collect()
+got = []
+signal.signal(signal.SIGUSR1, lambda *_: got.append(1))
+os.kill(os.getpid(), signal.SIGUSR1)
+print("handled", len(got))
+"""
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, (r.returncode, r.stderr[-2000:])
+    assert "handled 1" in r.stdout

@@ -19,6 +19,7 @@ in f32 (docs/benchmarks.md); the outputs agree within 1e-5.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -51,6 +52,21 @@ def openvino_available() -> bool:
     except ImportError:
         return False
     return True
+
+
+@functools.lru_cache(maxsize=1)
+def shared_core():
+    """The process's one ``openvino.Core``, kept until exit.
+
+    The CPU plugin gives the thread that creates a Core an alternate signal stack and puts the
+    previous one back when that Core is destroyed. Cores destroyed in another order than the
+    reverse of their creation leave the thread's signal stack pointing at freed memory, and the
+    next signal handled there (Ctrl-C, SIGTERM, a child process ending) kills the process with a
+    segmentation fault. One Core that is never destroyed cannot do that.
+    """
+    import openvino
+
+    return openvino.Core()
 
 
 def default_cache_dir() -> Path:
@@ -149,7 +165,7 @@ class OpenVinoModel:
         self.threads, self.precision = threads, precision
         self.streams = max(1, min(int(streams), int(threads or streams)))
         self.cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-        self._core = openvino.Core()
+        self._core = shared_core()  # every setting is per compiled model
         self._ir = None  # the converted model, loaded on the first call
         self._compiled: OrderedDict[tuple[int, int], tuple] = OrderedDict()  # size -> (compiled, queue)
         self.converted = False  # True once this process converted (not read from the cache)
