@@ -175,15 +175,17 @@ class TrainingData:
 
 class StepBatches(torch.utils.data.Dataset):
     """Item ``k``: the ``(low, high, clips)`` batch of training step ``k``, drawn from a generator
-    seeded by ``(seed, k)`` alone, so it is the same batch whichever process makes it and when."""
+    seeded by ``(seed, k)`` alone, so it is the same batch whichever process makes it and when.
+    Holds only what making a batch needs (not the validation items)."""
 
     def __init__(self, data: TrainingData, seed: int) -> None:
-        self.data, self.seed = data, int(seed)
+        self.source, self.clips, self.clip_every, self.seed = data.source, data.clips, data.clip_every, int(seed)
 
     def __getitem__(self, step: int):
         gen = torch.Generator().manual_seed(name_seed(f"step {step}", self.seed))
-        low, high = self.data.source.batch(gen)
-        return low, high, self.data.clip_batch(step, gen)
+        low, high = self.source.batch(gen)
+        clips = self.clips.batch(gen) if self.clips is not None and step % self.clip_every == 0 else None
+        return low, high, clips
 
 
 def _as_is(item):
@@ -194,6 +196,8 @@ def step_batches(data: TrainingData, seed: int, start: int, stop: int, workers: 
     """Batches of steps ``start`` .. ``stop - 1`` in order, made ahead by ``workers`` processes
     (two batches each in flight). The synthetic degradation runs on one CPU thread per batch; on a
     GPU it is most of a step, so the workers keep the device fed.
+
+    On Linux the workers are forked: they share the training images already in memory.
 
     Example:
         >>> batches = step_batches(data, seed=0, start=run.step, stop=run.total, workers=4)  # doctest: +SKIP
