@@ -286,6 +286,19 @@ def _cut_mp4(d: Path) -> Path:
     return bad
 
 
+def _cut_mp4_index(d: Path) -> Path:
+    """Cut inside the index (moov, written last): FFmpeg opens it and finds a video track with no
+    codec description, which is not an unsupported codec."""
+    src = make_clip(d / "whole.mp4", frames=30)
+    data = src.read_bytes()
+    moov = data.rindex(b"moov") - 4
+    assert moov > data.index(b"mdat")
+    bad = d / "cut_index.mp4"
+    bad.write_bytes(data[: moov + 400])
+    src.unlink()
+    return bad
+
+
 BAD_INPUTS = {
     "missing": (lambda d: d / "nope.mp4", "not found"),
     "directory": (lambda d: (d / "adir.mp4").mkdir() or d / "adir.mp4", "directory"),
@@ -293,6 +306,7 @@ BAD_INPUTS = {
     "text": (lambda d: (d / "text.mp4").write_text("hello, not a video\n" * 50) and d / "text.mp4",
              "not a video file"),
     "mp4_cut_in_half": (_cut_mp4, "incomplete"),
+    "mp4_cut_in_its_index": (_cut_mp4_index, "incomplete"),
     "no_video_stream": (lambda d: make_audio_only(d / "sound.m4a"), "no video stream"),
     "unsupported_codec": (_unsupported_codec, "unsupported video codec"),
 }
@@ -523,3 +537,37 @@ def test_process_exits_after_reading_only_info(night_clip, mode):
         proc = subprocess.run([sys.executable, "-c", _EXIT_SCRIPT, str(night_clip), mode],
                               capture_output=True, text=True, timeout=60)
         assert proc.returncode == 0, proc.stderr
+
+
+def _two_cameras(path: Path) -> Path:
+    """One file, two video streams (a dual-channel dashcam: front 64x48, rear 32x24)."""
+    with av.open(str(path), "w") as c:
+        streams = []
+        for w, h in ((64, 48), (32, 24)):
+            s = c.add_stream("libx264", rate=25)
+            s.width, s.height, s.pix_fmt = w, h, "yuv420p"
+            streams.append(s)
+        for i in range(6):
+            for s in streams:
+                img = np.full((s.height, s.width, 3), 30 + i, np.uint8)
+                for packet in s.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                    c.mux(packet)
+        for s in streams:
+            for packet in s.encode():
+                c.mux(packet)
+    return path
+
+
+def test_a_stream_left_out_of_the_output_is_named(tmp_path):
+    """The first video stream is enhanced, audio and subtitles copied; anything else (a second
+    camera, a data track) is named in a warning, never dropped in silence."""
+    src = _two_cameras(tmp_path / "two.mkv")
+    with pytest.warns(VideoWarning, match=r"not carried into the output: #1 video \(h264 32x24\)"):
+        with VideoReader(src) as reader:
+            assert reader.info.width == 64 and sum(1 for _ in reader) == 6
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", VideoWarning)
+        with VideoReader(make_clip(tmp_path / "plain.mp4", frames=3)) as reader:  # audio only: nothing to say
+            list(reader)
+        with VideoReader(src, passthrough=False) as reader:  # frames only: the caller asked for no streams
+            list(reader)

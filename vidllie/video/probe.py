@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import struct
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -57,17 +58,53 @@ def check_local(path: Path) -> None:
         raise InputError(f"input is empty (0 bytes): {path}")
 
 
+def mp4_incomplete(path: Path) -> bool:
+    """True for an MP4/MOV (``ftyp`` box first) whose ``moov`` index is missing or runs past the
+    end of the file: a recording cut short or never finalised (the index is written last).
+
+    Example:
+        >>> mp4_incomplete(Path("night.mkv"))  # not an MP4 (or not there): False
+        False
+    """
+    try:
+        total = path.stat().st_size
+        with open(path, "rb") as fh:
+            pos = 0
+            while pos + 8 <= total:
+                fh.seek(pos)
+                head = fh.read(16)
+                size, kind = struct.unpack(">I4s", head[:8])
+                if pos == 0 and kind != b"ftyp":
+                    return False
+                if size == 1 and len(head) == 16:  # 64-bit box size
+                    size = struct.unpack(">Q", head[8:16])[0]
+                elif size == 0:  # the box runs to the end of the file
+                    size = total - pos
+                if kind == b"moov":
+                    return pos + size > total
+                if size < 8:
+                    return True  # a damaged box header: the index cannot be reached
+                pos += size
+            return pos > 0  # an ftyp and no moov
+    except OSError:
+        return False
+
+
+def _incomplete_mp4_error(source: str) -> InputError:
+    return InputError(
+        f"cannot read {source}: the MP4 is incomplete (its 'moov' index is missing or truncated: "
+        "the recording was cut short or never finalised); re-copy it, or record to .mkv/.ts "
+        "which survive a cut")
+
+
+def _local_mp4(source: str) -> bool:
+    return not is_url(source) and Path(source).suffix.lower() in _MP4_SUFFIXES
+
+
 def open_error(source: str, exc: BaseException) -> InputError:
     """Turn an FFmpeg open failure into one clear line."""
-    path = Path(source)
-    if not is_url(source) and path.suffix.lower() in _MP4_SUFFIXES:
-        with open(path, "rb") as fh:
-            head = fh.read(64)
-        if b"ftyp" in head[:12]:
-            # An MP4 whose index (moov atom, written last) is missing: cut short / never finalised.
-            return InputError(
-                f"cannot read {source}: the MP4 is incomplete (no 'moov' index: the file was cut "
-                "short or never finalised); re-copy it, or record to .mkv/.ts which survive a cut")
+    if _local_mp4(source) and mp4_incomplete(Path(source)):
+        return _incomplete_mp4_error(source)
     if isinstance(exc, av.error.InvalidDataError):
         return InputError(f"cannot read {source}: not a video file FFmpeg can read "
                           f"({one_line(exc)})")
@@ -84,6 +121,8 @@ def video_stream(container: av.container.InputContainer, source: str) -> av.vide
                           for s in container.streams) or "nothing"
         raise InputError(f"no video stream in {source} (it has: {kinds})")
     vs = videos[0]
+    if vs.codec_context is None and _local_mp4(source) and mp4_incomplete(Path(source)):
+        raise _incomplete_mp4_error(source)  # the cut left a track without its codec description
     if vs.codec_context is None:
         raise InputError(f"unsupported video codec in {source}: this FFmpeg build has "
                          "no decoder for it; convert it first (e.g. to H.264)")
@@ -102,6 +141,24 @@ def passthrough_streams(container: av.container.InputContainer, reader) -> dict[
             sample_rate=getattr(ctx, "sample_rate", None) if s.type == "audio" else None,
             channels=getattr(ctx, "channels", None) if s.type == "audio" else None,
             language=s.metadata.get("language"), template=s, reader=reader)
+    return out
+
+
+def streams_left_out(container: av.container.InputContainer, video: av.video.VideoStream,
+                     passthrough: dict[int, StreamInfo]) -> list[str]:
+    """What of the input will not be in the output: streams other than the enhanced video stream,
+    the copied ones and cover art (e.g. a second camera's video, a GPS or telemetry data track).
+    One description each, such as ``"#2 data (bin_data)"``."""
+    out = []
+    for s in container.streams:
+        if s.index == video.index or s.index in passthrough:
+            continue
+        if s.type == "video" and s.disposition & av.stream.Disposition.attached_pic:
+            continue
+        ctx = s.codec_context
+        name = ctx.name if ctx is not None else "no decoder"
+        size = f" {ctx.width}x{ctx.height}" if s.type == "video" and ctx is not None else ""
+        out.append(f"#{s.index} {s.type} ({name}{size})")
     return out
 
 

@@ -22,7 +22,8 @@ from .decode import Decoder
 from .info import Frame, PassthroughPacket, VideoInfo, one_line, warn
 from .pipes import borrow_input, check_pipe_input, pipe_mp4_error
 from .probe import (check_hdr, check_local, guess_fps, is_url, measure_rate, open_error,
-                    passthrough_streams, source_colour, stream_duration, timecode, video_stream)
+                    passthrough_streams, source_colour, stream_duration, streams_left_out, timecode,
+                    video_stream)
 from .repair import RgbConverter
 
 # VFR probe: look at up to this many video packets (or seconds) after the first frame.
@@ -116,6 +117,11 @@ class VideoReader:
         cc.thread_count = 0 if str(threads).upper() == "AUTO" else int(threads)
         self._tb = Fraction(vs.time_base) if vs.time_base else Fraction(1, 90000)
         self._pass = passthrough_streams(c, self) if passthrough else {}
+        if passthrough:
+            left = streams_left_out(c, vs, self._pass)
+            if left:  # never silently: a second camera or a GPS track is worth knowing about
+                warn(f"{self.source}: not carried into the output: {', '.join(left)} "
+                     f"(vidllie enhances video stream #{vs.index} and copies audio and subtitles)")
 
         stream_start = float(vs.start_time * self._tb) if vs.start_time is not None else 0.0
         self._trimmed = start is not None or end is not None
