@@ -57,6 +57,20 @@ def test_default_output_keeps_frames_and_audio(model, clip):
     assert "clip_enhanced.mp4: 30 frames" in result.stderr  # summary line (not --quiet)
 
 
+def test_default_output_of_a_non_video_suffix_is_mkv(model, tmp_path):
+    """An animated GIF (or any input whose name is not a video container) comes out as .mkv
+    beside it: the GIF muxer cannot hold the encoded video."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    frames = [Image.fromarray(rng.integers(0, 60, (48, 64, 3), np.uint8)) for _ in range(5)]
+    gif = tmp_path / "anim.gif"
+    frames[0].save(gif, save_all=True, append_images=frames[1:], duration=100, loop=0)
+    result = run(gif, "--model", model, *FAST)
+    assert result.exit_code == 0, result.output
+    assert len(video_times(tmp_path / "anim_enhanced.mkv")) == 5
+
+
 def test_refuses_to_overwrite_without_y(model, clip):
     out = clip.with_name("clip_enhanced.mp4")
     out.write_bytes(b"precious")

@@ -20,7 +20,7 @@ from vidllie.pipeline.options import DEFAULTS as ENHANCE
 
 def enhance(
     inputs: list[str] = typer.Argument(..., metavar="INPUT...", help="Video files, folders of videos, stream URLs, or - (standard input)."),
-    output: Optional[Path] = typer.Option(None, "-o", "--output", help="Output file (one input) or folder (several), or - (standard output). Default: <stem>_enhanced.<ext> beside each input."),
+    output: Optional[Path] = typer.Option(None, "-o", "--output", help="Output file (one input) or folder (several), or - (standard output). Default: <stem>_enhanced.<ext> beside each input (.mkv where the input is not a video container by name, e.g. .gif)."),
     yes: bool = typer.Option(False, "-y", "--yes", help="Overwrite existing outputs."),
     model: str = typer.Option(ENHANCE.model, "--model", help="Checkpoint (.safetensors) or a bundled model: 'default' (the fast network with scene exposure), 'fast' (the same network judging exposure frame by frame) or 'quality' (a tiny Restormer at half resolution, darker on night scenes, about 3.5x slower on a CPU)."),
     dino: Optional[str] = typer.Option(ENHANCE.dino, "--dino", help="DINO backbone hub id or folder for guided models; 'none' runs without guidance."),

@@ -34,9 +34,17 @@ def is_url(source: str) -> bool:
 
 
 def default_output(src: str) -> Path:
-    """``dir/clip.mp4`` -> ``dir/clip_enhanced.mp4`` (beside the input)."""
+    """``dir/clip.mp4`` -> ``dir/clip_enhanced.mp4`` (beside the input). An input that is not a
+    video container by name (an animated ``.gif``, a raw ``.h264`` stream, a recorder's own
+    format) gets ``.mkv``, which holds the encoded video and any audio unchanged.
+
+    Example:
+        >>> default_output("cams/night.mov").as_posix(), default_output("anim.gif").as_posix()
+        ('cams/night_enhanced.mov', 'anim_enhanced.mkv')
+    """
     path = Path(src)
-    return path.with_name(f"{path.stem}{SUFFIX}{path.suffix or '.mp4'}")
+    suffix = path.suffix if path.suffix.lower() in VIDEO_SUFFIXES else ".mkv" if path.suffix else ".mp4"
+    return path.with_name(f"{path.stem}{SUFFIX}{suffix}")
 
 
 def videos_in(folder: Path) -> list[Path]:
