@@ -301,3 +301,22 @@ def video_packet_times(path: str | Path) -> list[float]:
     with av.open(str(path)) as c:
         v = c.streams.video[0]
         return sorted(float(p.pts * p.time_base) for p in c.demux(v) if p.size)
+
+
+def make_two_camera_clip(path: Path) -> Path:
+    """One file, two video streams (a dual-channel dashcam: front 64x48, rear 32x24)."""
+    with av.open(str(path), "w") as c:
+        streams = []
+        for w, h in ((64, 48), (32, 24)):
+            s = c.add_stream("libx264", rate=25)
+            s.width, s.height, s.pix_fmt = w, h, "yuv420p"
+            streams.append(s)
+        for i in range(6):
+            for s in streams:
+                img = np.full((s.height, s.width, 3), 30 + i, np.uint8)
+                for packet in s.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                    c.mux(packet)
+        for s in streams:
+            for packet in s.encode():
+                c.mux(packet)
+    return path

@@ -156,6 +156,19 @@ def test_decide_skips_done_redoes_interrupted_and_obeys_the_flags(tmp_path):
     assert decide(task("done"), settings) == "run"  # the output was deleted
 
 
+def test_settings_name_the_video_stream_only_when_one_is_chosen():
+    """A job's settings decide whether a finished file is redone: the default stream leaves them
+    as jobs wrote them before --video-stream existed; another stream changes them."""
+    from vidllie.jobs.manifest import settings_of
+    from vidllie.pipeline.options import EnhanceConfig
+
+    config = EnhanceConfig(model="default")
+    before = settings_of(config, {"crf": 18})
+    assert "video_stream" not in before
+    assert settings_of(config, {"crf": 18, "video_stream": None}) == before
+    assert settings_of(config, {"crf": 18, "video_stream": 1}) == {**before, "video_stream": 1}
+
+
 def test_workers_without_ray_says_how_to_install_it(model, clips, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)  # as if not installed: `import ray` raises ImportError
     out = tmp_path / "out"

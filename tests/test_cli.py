@@ -17,7 +17,7 @@ import torch
 from typer.testing import CliRunner
 
 from conftest import micro_config
-from media import audio_packets, make_clip, video_packet_times, video_times
+from media import audio_packets, make_clip, make_two_camera_clip, video_packet_times, video_times
 from vidllie.cli import app
 from vidllie.models import build_model, save_model
 
@@ -69,6 +69,21 @@ def test_default_output_of_a_non_video_suffix_is_mkv(model, tmp_path):
     result = run(gif, "--model", model, *FAST)
     assert result.exit_code == 0, result.output
     assert len(video_times(tmp_path / "anim_enhanced.mkv")) == 5
+
+
+def test_video_stream_picks_the_rear_camera(model, tmp_path):
+    """A dual-channel dashcam file: --video-stream 1 enhances the second camera (every frame);
+    the default enhances the first, and the other is named, not dropped in silence."""
+    src = make_two_camera_clip(tmp_path / "dual.mkv")
+    result = run(src, "--model", model, "--video-stream", "1", "-o", tmp_path / "rear.mkv", *FAST)
+    assert result.exit_code == 0, result.output
+    with av.open(str(tmp_path / "rear.mkv")) as c:
+        assert [(s.codec_context.width, s.codec_context.height) for s in c.streams.video] == [(32, 24)]
+    assert len(video_times(tmp_path / "rear.mkv")) == 6
+    assert "#0 video (h264 64x48)" in result.stderr
+    result = run(src, "--model", model, "--video-stream", "3", "-o", tmp_path / "x.mkv", *FAST)
+    assert result.exit_code == 2 and "not a video stream" in result.stderr
+    assert not (tmp_path / "x.mkv").exists()
 
 
 def test_refuses_to_overwrite_without_y(model, clip):

@@ -11,7 +11,8 @@ import av
 import numpy as np
 import pytest
 
-from media import audio_packets, flat, make_audio_only, make_clip, video_packet_times, video_times, with_subtitles
+from media import (audio_packets, flat, make_audio_only, make_clip, make_two_camera_clip, video_packet_times,
+                   video_times, with_subtitles)
 from vidllie.errors import InputError, OutputError
 from vidllie.video import Frame, VideoReader, VideoWarning, VideoWriter, transcode
 
@@ -539,29 +540,10 @@ def test_process_exits_after_reading_only_info(night_clip, mode):
         assert proc.returncode == 0, proc.stderr
 
 
-def _two_cameras(path: Path) -> Path:
-    """One file, two video streams (a dual-channel dashcam: front 64x48, rear 32x24)."""
-    with av.open(str(path), "w") as c:
-        streams = []
-        for w, h in ((64, 48), (32, 24)):
-            s = c.add_stream("libx264", rate=25)
-            s.width, s.height, s.pix_fmt = w, h, "yuv420p"
-            streams.append(s)
-        for i in range(6):
-            for s in streams:
-                img = np.full((s.height, s.width, 3), 30 + i, np.uint8)
-                for packet in s.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
-                    c.mux(packet)
-        for s in streams:
-            for packet in s.encode():
-                c.mux(packet)
-    return path
-
-
 def test_a_stream_left_out_of_the_output_is_named(tmp_path):
     """The first video stream is enhanced, audio and subtitles copied; anything else (a second
     camera, a data track) is named in a warning, never dropped in silence."""
-    src = _two_cameras(tmp_path / "two.mkv")
+    src = make_two_camera_clip(tmp_path / "two.mkv")
     with pytest.warns(VideoWarning, match=r"not carried into the output: #1 video \(h264 32x24\)"):
         with VideoReader(src) as reader:
             assert reader.info.width == 64 and sum(1 for _ in reader) == 6
@@ -571,3 +553,8 @@ def test_a_stream_left_out_of_the_output_is_named(tmp_path):
             list(reader)
         with VideoReader(src, passthrough=False) as reader:  # frames only: the caller asked for no streams
             list(reader)
+    with pytest.warns(VideoWarning, match=r"#0 video \(h264 64x48\).*enhances video stream #1"):
+        with VideoReader(src, video_stream=1) as reader:  # the rear camera instead
+            assert (reader.info.width, reader.info.height) == (32, 24) and sum(1 for _ in reader) == 6
+    with pytest.raises(InputError, match=r"stream #2 of .* not a video stream \(its video streams: #0, #1\)"):
+        VideoReader(src, video_stream=2)

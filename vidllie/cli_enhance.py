@@ -34,6 +34,7 @@ def enhance(
     preset: str = typer.Option("medium", "--preset", help="x264/x265 speed preset."),
     pix_fmt: Optional[str] = typer.Option(None, "--pix-fmt", help="Output pixel format (default yuv420p; yuv420p10le for 10-bit). With --input-format rawvideo: the raw frames' format (rgb24, bgr24, yuv420p; default rgb24), in and, with --format rawvideo, out."),
     out_format: Optional[str] = typer.Option(None, "--format", help="Output container (matroska, mpegts, nut, mp4, ...; default: from the suffix, matroska for -o -). rawvideo: bare frames, no audio."),
+    video_stream: Optional[int] = typer.Option(None, "--video-stream", min=0, metavar="N", help="Enhance video stream N of the input (FFmpeg's stream number, e.g. 1 for the rear camera of a dual-channel dashcam file). Default: the first video stream; the others are named in a warning."),
     input_format: Optional[str] = typer.Option(None, "--input-format", help="Input container when it cannot be guessed (e.g. mpegts on a pipe); rawvideo: bare frames, with --size, --rate and --pix-fmt."),
     size: Optional[str] = typer.Option(None, "--size", help="Raw input frame size, WxH."),
     rate: Optional[str] = typer.Option(None, "--rate", help="Raw input frame rate, frames/s (default 25)."),
@@ -76,6 +77,7 @@ def enhance(
                 tile_overlap=tile_overlap, temporal=temporal, scene_exposure=scene_exposure, dino_cache=dino_cache,
                 cache_threshold=cache_threshold, cache_max_age=cache_max_age, compile=compile, threads=threads,
                 runtime=runtime, reuse=reuse, start=start, end=end, codec=codec, crf=crf, preset=preset, pix_fmt=pix_fmt, audio=not no_audio, hdr=hdr,
+                video_stream=video_stream,
             ),
         )
     with user_errors(), contextlib.ExitStack() as claims:
@@ -124,7 +126,7 @@ def enhance(
             dst = video_out if is_pipe(job.dst) else job.dst
             stop = threading.Event()
             video = dict(start=t0, end=t1, codec=codec, crf=crf, preset=preset, pix_fmt=pix_fmt,
-                         audio=not no_audio, overwrite=yes, progress=progress, **pipe_kw)
+                         audio=not no_audio, overwrite=yes, progress=progress, video_stream=video_stream, **pipe_kw)
             # An existing FIFO or device is written into as a stream (never replaced): no -y.
             special = not is_pipe(job.dst) and special_output_kind(job.dst) is not None
             try:

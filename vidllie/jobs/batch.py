@@ -174,7 +174,7 @@ def enhance_many(
         force: redo every file, done or not (overwrites outputs).
         overwrite: overwrite outputs the manifest does not know (``-y``).
         config, options: enhance options (:class:`EnhanceConfig` fields) and video options
-            (``start end codec crf preset pix_fmt audio``).
+            (``start end codec crf preset pix_fmt audio hdr video_stream``).
         progress: job and per-worker progress bars on stderr.
         on_file: called with each manifest row as a file finishes (done or failed).
         summary: if given, filled with the job's :class:`BatchSummary` as a dict.

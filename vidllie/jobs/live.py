@@ -46,6 +46,7 @@ def enhance_live(
     format: str | None = None,
     input_format: str | None = None,
     input_options: dict[str, str] | None = None,
+    video_stream: int | None = None,
 ) -> dict[str, Any]:
     """Enhance a live input into ``dst`` (or ``segment``-second files beside it); stats dict.
 
@@ -61,7 +62,7 @@ def enhance_live(
     clock = _dt.datetime.now()
     source = LiveSource(src, start=start, end=end, stop=stop, reconnect=reconnect,
                         reconnect_wait=reconnect_wait, audio=audio, format=input_format,
-                        options=input_options)
+                        options=input_options, video_stream=video_stream)
     try:
         info = source.info
         offset = source.origin  # stream time of the output's 0

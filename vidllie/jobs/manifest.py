@@ -23,9 +23,12 @@ from vidllie.pipeline.options import EnhanceConfig
 MANIFEST_NAME = "vidllie-manifest.jsonl"
 
 # Options of one file's video (enhance_video_file keywords) that a batch passes through.
-VIDEO_OPTIONS = ("start", "end", "codec", "crf", "preset", "pix_fmt", "audio", "hdr")
+VIDEO_OPTIONS = ("start", "end", "codec", "crf", "preset", "pix_fmt", "audio", "hdr", "video_stream")
 _VIDEO_DEFAULTS = {"start": None, "end": None, "codec": "libx264", "crf": 18, "preset": "medium",
                    "pix_fmt": None, "audio": True, "hdr": "sdr"}
+# Video options added after manifests existed: left out of `settings` at their default, so the
+# files an older job finished still count as done.
+_LATER_DEFAULTS = {"video_stream": None}
 # Enhancer options that do not change the output (where and how fast it runs): not in `settings`.
 _RUNTIME_OPTIONS = ("device", "batch_size", "compile", "runtime", "channels_last", "threads", "tile_overlap")
 
@@ -51,6 +54,7 @@ def settings_of(config: EnhanceConfig, video: dict[str, Any]) -> dict[str, Any]:
         model_id = type(model).__name__
     dino = options["dino"]
     options["dino"] = dino if dino is None or isinstance(dino, (str, os.PathLike)) else type(dino).__name__
+    video = {k: v for k, v in video.items() if k not in _LATER_DEFAULTS or v != _LATER_DEFAULTS[k]}
     return json.loads(json.dumps({"model": model_id, **options, **{**_VIDEO_DEFAULTS, **video}}, default=str))
 
 

@@ -45,6 +45,7 @@ def enhance_video_file(
     input_format: str | None = None,
     input_options: dict[str, str] | None = None,
     hdr: str = "sdr",
+    video_stream: int | None = None,
 ) -> dict[str, Any]:
     """Enhance a video file (or URL) into ``dst`` with ``enhancer``; returns the stats dict.
 
@@ -63,6 +64,8 @@ def enhance_video_file(
     ``hdr``: what HDR (HLG/PQ) input becomes (see :mod:`vidllie.pipeline.hdr`): "sdr" (default,
     converted to SDR BT.709 before the model), "keep" (10-bit HEVC HLG BT.2020 out, highlights
     kept) or "as-is" (code values untouched). The stats' ``hdr`` section says what was done.
+    ``video_stream``: which of several video streams to enhance (FFmpeg's stream number; default
+    the first), e.g. the rear camera of a dual-channel dashcam file.
     """
     check_hdr_mode(hdr)
     enhancer.reset()
@@ -70,7 +73,7 @@ def enhance_video_file(
     t_start = time.perf_counter()
     threads = codec_threads()  # None: FFmpeg's automatic count (no cgroup quota below the CPUs)
     with VideoReader(src, start=start, end=end, max_frames=max_frames, format=input_format,
-                     options=input_options, threads=threads or "AUTO",
+                     options=input_options, threads=threads or "AUTO", video_stream=video_stream,
                      allow_hdr=True if hdr == "as-is" else "convert") as reader:
         info = reader.info
         conversion = conversion_for(info.hdr, hdr)

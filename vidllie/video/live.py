@@ -48,7 +48,7 @@ class LiveSource:
                  end: float | None = None, stop: threading.Event | None = None,
                  reconnect: int = 5, reconnect_wait: float = 2.0,
                  options: dict[str, str] | None = None, audio: bool = True,
-                 format: str | None = None) -> None:
+                 format: str | None = None, video_stream: int | None = None) -> None:
         if start is not None and start < 0:
             raise InputError(f"start must be >= 0 seconds (got {start})")
         if end is not None and (end <= 0 or (start is not None and end <= start)):
@@ -57,15 +57,17 @@ class LiveSource:
         self.start, self.end = start or 0.0, end
         self.stop = stop or threading.Event()
         self.reconnect, self.reconnect_wait = max(0, reconnect), reconnect_wait
-        self._options, self._audio = options, audio
+        self._options, self._audio, self._video_stream = options, audio, video_stream
         # URLs and pipes (standard input, file objects) cannot seek: the window is counted here.
         piped = not isinstance(self.source, str) or self.source == "-"
         self._seekable = not (piped or is_url(self.source))
         if self._seekable:  # a file: the reader seeks to the window itself
-            self.reader = VideoReader(self.source, start=start, end=end, passthrough=audio)
+            self.reader = VideoReader(self.source, start=start, end=end, passthrough=audio,
+                                      video_stream=video_stream)
             self.start, self.end = 0.0, None
         else:
-            self.reader = VideoReader(self.source, options=options, passthrough=audio, format=format)
+            self.reader = VideoReader(self.source, options=options, passthrough=audio, format=format,
+                                      video_stream=video_stream)
         self.info = self.reader.info
         # Only a URL can be reopened; a pipe that ends has ended.
         self.endless = not piped and not self._seekable and is_endless(self.info)
@@ -91,7 +93,7 @@ class LiveSource:
                 return False
             try:
                 new = VideoReader(self.source, options=self._options, passthrough=self._audio,
-                                  size=size)
+                                  size=size, video_stream=self._video_stream)
             except InputError as err:
                 warn(f"{self.source}: reconnect {attempt}/{self.reconnect} failed ({err})")
                 continue

@@ -111,15 +111,23 @@ def open_error(source: str, exc: BaseException) -> InputError:
     return InputError(f"cannot open {source}: {one_line(exc)}")
 
 
-def video_stream(container: av.container.InputContainer, source: str) -> av.video.VideoStream:
-    """The first video stream that is not cover art; InputError when there is none or when this
-    FFmpeg build cannot decode it."""
+def video_stream(container: av.container.InputContainer, source: str,
+                 index: int | None = None) -> av.video.VideoStream:
+    """The video stream to enhance: stream ``index`` of the file (as FFmpeg numbers them, e.g. a
+    dual-channel dashcam's rear camera), or the first video stream that is not cover art;
+    InputError when there is none or when this FFmpeg build cannot decode it."""
     videos = [s for s in container.streams.video
               if not s.disposition & av.stream.Disposition.attached_pic]
     if not videos:
         kinds = ", ".join(f"{s.type} ({s.codec_context.name if s.codec_context else '?'})"
                           for s in container.streams) or "nothing"
         raise InputError(f"no video stream in {source} (it has: {kinds})")
+    if index is not None:
+        chosen = [s for s in videos if s.index == index]
+        if not chosen:
+            have = ", ".join(f"#{s.index}" for s in videos)
+            raise InputError(f"stream #{index} of {source} is not a video stream (its video streams: {have})")
+        videos = chosen
     vs = videos[0]
     if vs.codec_context is None and _local_mp4(source) and mp4_incomplete(Path(source)):
         raise _incomplete_mp4_error(source)  # the cut left a track without its codec description

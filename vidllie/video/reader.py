@@ -66,14 +66,19 @@ class VideoReader:
     :func:`~vidllie.video.pipes.raw_video_options`). Standard input and file objects are read as
     a stream (no seeking unless the object is seekable and at its start; ``start`` then decodes
     and drops); the object is never closed here.
+    ``video_stream``: the stream to decode, by FFmpeg's stream number (default: the first video
+    stream that is not cover art); streams neither decoded nor passed through are named in a
+    warning.
     """
 
     def __init__(self, source: str | os.PathLike | BinaryIO, *, start: float | None = None,
                  end: float | None = None, threads: str | int = "AUTO",
                  options: dict[str, str] | None = None, allow_hdr: bool | str = False,
                  passthrough: bool = True, max_frames: int | None = None,
-                 size: tuple[int, int] | None = None, format: str | None = None) -> None:
+                 size: tuple[int, int] | None = None, format: str | None = None,
+                 video_stream: int | None = None) -> None:
         self._pipe = borrow_input(source)
+        self._video_index = video_stream
         self.source = self._pipe.name if self._pipe is not None else os.fspath(source)
         self._want_size = size
         if max_frames is not None and max_frames < 1:
@@ -111,7 +116,7 @@ class VideoReader:
     # ------------------------------------------------------------------ set-up
     def _setup(self, start, end, threads, allow_hdr, passthrough, url) -> None:
         c = self._container
-        vs = self._vs = video_stream(c, self.source)
+        vs = self._vs = video_stream(c, self.source, self._video_index)
         cc = vs.codec_context
         cc.thread_type = "AUTO"
         cc.thread_count = 0 if str(threads).upper() == "AUTO" else int(threads)
@@ -121,7 +126,8 @@ class VideoReader:
             left = streams_left_out(c, vs, self._pass)
             if left:  # never silently: a second camera or a GPS track is worth knowing about
                 warn(f"{self.source}: not carried into the output: {', '.join(left)} "
-                     f"(vidllie enhances video stream #{vs.index} and copies audio and subtitles)")
+                     f"(vidllie enhances video stream #{vs.index}, chosen with --video-stream N, "
+                     "and copies audio and subtitles)")
 
         stream_start = float(vs.start_time * self._tb) if vs.start_time is not None else 0.0
         self._trimmed = start is not None or end is not None
