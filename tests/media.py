@@ -304,16 +304,17 @@ def video_packet_times(path: str | Path) -> list[float]:
 
 
 def make_two_camera_clip(path: Path) -> Path:
-    """One file, two video streams (a dual-channel dashcam: front 64x48, rear 32x24)."""
+    """One file, two video streams (a dual-channel dashcam): 6 frames each, the front camera
+    64x48 at grey level 30 + i, the rear one 48x24 at 90 + i."""
     with av.open(str(path), "w") as c:
         streams = []
-        for w, h in ((64, 48), (32, 24)):
+        for w, h in ((64, 48), (48, 24)):
             s = c.add_stream("libx264", rate=25)
             s.width, s.height, s.pix_fmt = w, h, "yuv420p"
             streams.append(s)
         for i in range(6):
-            for s in streams:
-                img = np.full((s.height, s.width, 3), 30 + i, np.uint8)
+            for level, s in zip((30, 90), streams):
+                img = np.full((s.height, s.width, 3), level + i, np.uint8)
                 for packet in s.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
                     c.mux(packet)
         for s in streams:

@@ -78,7 +78,7 @@ def test_video_stream_picks_the_rear_camera(model, tmp_path):
     result = run(src, "--model", model, "--video-stream", "1", "-o", tmp_path / "rear.mkv", *FAST)
     assert result.exit_code == 0, result.output
     with av.open(str(tmp_path / "rear.mkv")) as c:
-        assert [(s.codec_context.width, s.codec_context.height) for s in c.streams.video] == [(32, 24)]
+        assert [(s.codec_context.width, s.codec_context.height) for s in c.streams.video] == [(48, 24)]
     assert len(video_times(tmp_path / "rear.mkv")) == 6
     assert "#0 video (h264 64x48)" in result.stderr
     result = run(src, "--model", model, "--video-stream", "3", "-o", tmp_path / "x.mkv", *FAST)

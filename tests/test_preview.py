@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from media import flat, make_clip
+from media import flat, make_clip, make_two_camera_clip
 from vidllie.cli import app
 from vidllie.jobs.preview import format_time, moment_times, preview
 from vidllie.jobs.sheet import BAND, GAP
@@ -118,3 +118,13 @@ def _frame_at(path, t):
 
 def _luma(image):
     return float((image.astype(np.float64) @ np.array([0.2126, 0.7152, 0.0722])).mean())
+
+
+def test_video_stream_previews_the_rear_camera(micro_path, tmp_path):
+    """--video-stream reaches preview too: the rear camera's frames (48x24, grey 90 + i) are shown."""
+    src = make_two_camera_clip(tmp_path / "dual.mkv")
+    rear = preview(src, None, models=[micro_path], moments=1, frames=2, width=96, video_stream=1, **QUICK)
+    front = preview(src, None, models=[micro_path], moments=1, frames=2, width=96, **QUICK)
+    # 96 wide: the rear camera's 2:1 picture is 48 high, the front camera's 4:3 one 72
+    assert front["sheet"].shape[0] - rear["sheet"].shape[0] == 72 - 48
+    assert 90 <= rear["moments"][0]["luma_in"] <= 96 and front["moments"][0]["luma_in"] < 40

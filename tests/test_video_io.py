@@ -544,7 +544,7 @@ def test_a_stream_left_out_of_the_output_is_named(tmp_path):
     """The first video stream is enhanced, audio and subtitles copied; anything else (a second
     camera, a data track) is named in a warning, never dropped in silence."""
     src = make_two_camera_clip(tmp_path / "two.mkv")
-    with pytest.warns(VideoWarning, match=r"not carried into the output: #1 video \(h264 32x24\)"):
+    with pytest.warns(VideoWarning, match=r"not carried into the output: #1 video \(h264 48x24\)"):
         with VideoReader(src) as reader:
             assert reader.info.width == 64 and sum(1 for _ in reader) == 6
     with warnings.catch_warnings():
@@ -555,6 +555,6 @@ def test_a_stream_left_out_of_the_output_is_named(tmp_path):
             list(reader)
     with pytest.warns(VideoWarning, match=r"#0 video \(h264 64x48\).*enhances video stream #1"):
         with VideoReader(src, video_stream=1) as reader:  # the rear camera instead
-            assert (reader.info.width, reader.info.height) == (32, 24) and sum(1 for _ in reader) == 6
+            assert (reader.info.width, reader.info.height) == (48, 24) and sum(1 for _ in reader) == 6
     with pytest.raises(InputError, match=r"stream #2 of .* not a video stream \(its video streams: #0, #1\)"):
         VideoReader(src, video_stream=2)

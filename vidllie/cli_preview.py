@@ -31,6 +31,7 @@ def preview(
     reuse: Optional[bool] = typer.Option(ENHANCE.reuse, "--reuse/--no-reuse", help="Recompute only the regions that changed (default: on the CPU, off on a GPU)."),
     runtime: str = typer.Option(ENHANCE.runtime, "--runtime", help="CPU runtime: auto, torch or openvino."),
     threads: Optional[int] = typer.Option(ENHANCE.threads, "--threads", min=1, help="CPU threads of the model."),
+    video_stream: Optional[int] = typer.Option(None, "--video-stream", min=0, metavar="N", help="Preview video stream N of the input (as enhance --video-stream). Default: the first."),
     yes: bool = typer.Option(False, "-y", "--yes", help="Overwrite existing outputs."),
     quiet: bool = typer.Option(False, "-q", "--quiet", help="No progress bar."),
 ) -> None:
@@ -46,7 +47,7 @@ def preview(
                 input, sheet, models=model, at=at, moments=moments, frames=frames, start=start, end=end,
                 clip=clip, overwrite=yes, width=width, progress=bar, dino=dino, device=device,
                 precision=precision, batch_size=batch_size, chunk=chunk, temporal=temporal, reuse=reuse,
-                runtime=runtime, threads=threads,
+                runtime=runtime, threads=threads, video_stream=video_stream,
             )
         except ValueError as err:
             raise typer.BadParameter(str(err)) from None

@@ -114,12 +114,13 @@ def _as_sdr(images: list[np.ndarray], conversion: HdrConversion | None) -> list[
     return list(out.astype(np.uint16))
 
 
-def _read_run(source: str, t: float, frames: int, fps: float, lo: float, end: float | None) -> tuple[list, float, int]:
+def _read_run(source: str, t: float, frames: int, fps: float, lo: float, end: float | None,
+              video_stream: int | None = None) -> tuple[list, float, int]:
     """Up to ``frames`` frames ending at ``t`` (not before ``lo``): (images, time of the last, frames decoded)."""
     run_start = max(lo, t - (frames - 0.5) / fps)  # [run_start, stop) holds `frames` frame slots
     stop = t + 0.5 / fps if end is None else min(t + 0.5 / fps, end)
     with VideoReader(source, start=run_start, end=stop, max_frames=frames, passthrough=False,
-                     allow_hdr="convert") as reader:  # HLG/PQ: converted as `enhance` does
+                     allow_hdr="convert", video_stream=video_stream) as reader:  # HLG/PQ: converted as `enhance` does
         got = list(reader)
         stream_start = reader.info.start_time - run_start
         decoded = reader.frames_decoded
@@ -140,6 +141,7 @@ def preview(
     overwrite: bool = False,
     width: int = CELL_WIDTH,
     progress: Callable[[int, int], None] | None = None,
+    video_stream: int | None = None,
     **options: Any,
 ) -> dict[str, Any]:
     """Enhance a few moments of ``source``; returns the sheet (an array) and the figures.
@@ -151,6 +153,7 @@ def preview(
     of every moment's run. ``width``: each cell's width in the sheet. ``options``:
     :class:`~vidllie.pipeline.options.EnhanceConfig` fields (device, temporal, runtime, ...).
     Files are written whole or not at all; ``overwrite`` replaces existing ones.
+    ``video_stream``: which video stream of the input (as ``vidllie enhance --video-stream``).
     """
     began = time.perf_counter()
     src = os.fspath(source)
@@ -170,7 +173,7 @@ def preview(
             if Path(path).exists() and not overwrite:
                 raise OutputError(f"{path} exists; pass -y to overwrite")
 
-    with VideoReader(src, passthrough=False, allow_hdr="convert") as probe:  # decodes one frame
+    with VideoReader(src, passthrough=False, allow_hdr="convert", video_stream=video_stream) as probe:  # one frame
         info = probe.info
     conversion = conversion_for(info.hdr, "sdr")  # HLG/PQ: shown and enhanced as SDR BT.709
     decoded = 1
@@ -192,7 +195,7 @@ def preview(
 
     runs, times = [], []
     for t in chosen:
-        images, shown, n = _read_run(src, t, frames, fps, lo, end)
+        images, shown, n = _read_run(src, t, frames, fps, lo, end, video_stream)
         runs.append(images)
         times.append(shown)
         decoded += n
