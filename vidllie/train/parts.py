@@ -1,6 +1,7 @@
 """What a training run (:mod:`vidllie.train.trainer`) is built from: the learning-rate schedule,
 the AMP choice, a start from another model's weights, the frozen DINO (with optional LoRA), where
-batches come from (:class:`TrainingData`, made ahead in worker processes by :func:`step_batches`), validation on the held-out items and the run's logs.
+batches come from (:class:`TrainingData`; made ahead in worker processes by :func:`step_batches`),
+validation on the held-out items and the run's logs.
 """
 
 from __future__ import annotations
@@ -175,17 +176,15 @@ class TrainingData:
 
 class StepBatches(torch.utils.data.Dataset):
     """Item ``k``: the ``(low, high, clips)`` batch of training step ``k``, drawn from a generator
-    seeded by ``(seed, k)`` alone, so it is the same batch whichever process makes it and when.
-    Holds only what making a batch needs (not the validation items)."""
+    seeded by ``(seed, k)`` alone, so it is the same batch whichever process makes it and when."""
 
     def __init__(self, data: TrainingData, seed: int) -> None:
-        self.source, self.clips, self.clip_every, self.seed = data.source, data.clips, data.clip_every, int(seed)
+        self.data, self.seed = data, int(seed)
 
     def __getitem__(self, step: int):
         gen = torch.Generator().manual_seed(name_seed(f"step {step}", self.seed))
-        low, high = self.source.batch(gen)
-        clips = self.clips.batch(gen) if self.clips is not None and step % self.clip_every == 0 else None
-        return low, high, clips
+        low, high = self.data.source.batch(gen)
+        return low, high, self.data.clip_batch(step, gen)
 
 
 def _as_is(item):

@@ -156,7 +156,8 @@ def streams_left_out(container: av.container.InputContainer, video: av.video.Vid
                      passthrough: dict[int, StreamInfo]) -> list[str]:
     """What of the input will not be in the output: streams other than the enhanced video stream,
     the copied ones and cover art (e.g. a second camera's video, a GPS or telemetry data track).
-    One description each, such as ``"#2 data (bin_data)"``."""
+    One description each, such as ``"#1 video (h264 48x24)"`` (a stream without a decoder, as a
+    data track usually is: ``"#2 data (no decoder)"``)."""
     out = []
     for s in container.streams:
         if s.index == video.index or s.index in passthrough:
